@@ -1,0 +1,28 @@
+# The README's two commands: `make demo` and `make test`. Each builds the project-local
+# virtual environment (.venv) on first use, so a fresh machine needs nothing else first.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: install demo test bench clean-lake
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m jobs.demo --config jobs/conf/default.yaml
+
+test: $(STAMP)
+	$(PY) -m pytest tests
+
+bench: $(STAMP)
+	$(PY) scripts/bench_lake.py
+
+clean-lake:
+	rm -rf lake spark-warehouse

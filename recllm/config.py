@@ -1,0 +1,101 @@
+"""Job configuration: a YAML file mapped onto small dataclasses, with errors naming the key.
+
+Every key has a default, so an empty file (or none) runs the embedded default; an unknown
+key or a value of the wrong type is refused with its dotted path, e.g. `lake.backend`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """The configuration file is malformed; the message names the offending key."""
+
+
+@dataclass
+class LakeConfig:
+    root: str = "lake"
+    backend: str = "auto"
+    catalog_prefix: str | None = None
+
+
+@dataclass
+class SparkConfig:
+    master: str = "local[2]"
+    app_name: str = "recllm"
+    shuffle_partitions: int = 4
+    driver_memory: str = "4g"
+    conf: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class IngestConfig:
+    rating_min: float = 0.0
+    rating_max: float = 5.0
+    age_min: int = 0
+    age_max: int = 120
+
+
+@dataclass
+class RecllmConfig:
+    lake: LakeConfig = field(default_factory=LakeConfig)
+    spark: SparkConfig = field(default_factory=SparkConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+
+
+def _build(cls, data, path: str):
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path or 'config'}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        where = f"{path}." if path else ""
+        raise ConfigError(f"unknown config key(s) {[where + k for k in unknown]}; known: {sorted(names)}")
+    values = {}
+    for name, raw in data.items():
+        key = f"{path}.{name}" if path else name
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            values[name] = _build(hint, raw or {}, key)
+        else:
+            values[name] = _check_type(raw, hint, key)
+    return cls(**values)
+
+
+def _check_type(value, hint, key: str):
+    origin = typing.get_origin(hint)
+    allowed = typing.get_args(hint) if origin in (typing.Union, types.UnionType) else (hint,)
+    for t in allowed:
+        base = typing.get_origin(t) or t
+        if t is type(None) and value is None:
+            return value
+        if base is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if base is not type(None) and isinstance(value, base) and not (base is int and isinstance(value, bool)):
+            return value
+    names = [getattr(t, "__name__", str(t)) for t in allowed]
+    raise ConfigError(f"config key {key}: expected {' or '.join(names)}, got {value!r}")
+
+
+def load_config(path: str | Path | None = None, overrides: dict | None = None) -> RecllmConfig:
+    """Read a YAML config (None: all defaults), applying `overrides` section by section."""
+    data: dict = {}
+    if path is not None:
+        p = Path(path)
+        if not p.exists():
+            raise ConfigError(f"config file {p} does not exist")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {p} is not valid YAML: {e}") from None
+    for section, values in (overrides or {}).items():
+        data.setdefault(section, {}).update(values)
+    return _build(RecllmConfig, data, "")

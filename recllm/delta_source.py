@@ -1,0 +1,266 @@
+"""A Spark Python Data Source over delta-rs: Delta tables without Delta's JVM jars.
+
+Executors write Parquet files into the table folder; the driver commits every file of
+the job in ONE Delta transaction (`commit`), or deletes them all (`abort`), so a failed
+write leaves no trace in the log. Readers list the table's files through delta-rs (at a
+version, pruned by pushed-down partition filters) and read them with pyarrow in parallel.
+
+Spark hands the source lower-cased options: `path`, `table` (a name in schemas.TABLES),
+`replace_ds` (overwrite only that `ds` partition), `version` (time travel).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from pyspark.sql.datasource import (
+    DataSource,
+    DataSourceArrowWriter,
+    DataSourceReader,
+    EqualTo,
+    Filter,
+    In,
+    InputPartition,
+    WriterCommitMessage,
+)
+from pyspark.sql.pandas.types import from_arrow_schema
+from pyspark.sql.types import StructType
+
+from schemas import TABLES, TableSchema
+
+FORMAT_NAME = "recllm_delta"
+TARGET_READ_PARTITION_BYTES = 128 * 1024 * 1024
+
+
+class DeltaWriteError(RuntimeError):
+    """A write that breaks the table's contract (nulls, wrong partition)."""
+
+
+@dataclass
+class FileAdded:
+    """One Parquet file a task wrote, relative to the table root."""
+
+    path: str
+    size: int
+    partition_values: dict[str, str]
+    num_records: int
+
+
+@dataclass
+class FilesWritten(WriterCommitMessage):
+    files: list[FileAdded] = field(default_factory=list)
+
+
+@dataclass
+class FileGroup(InputPartition):
+    """The files one read task scans, with each file's partition values."""
+
+    files: list[tuple[str, dict[str, str]]]
+
+
+def contract_for(options: dict) -> TableSchema:
+    name = options.get("table")
+    if name not in TABLES:
+        raise ValueError(f"option 'table' must name one of {sorted(TABLES)}, got {name!r}")
+    return TABLES[name]
+
+
+class DeltaRsDataSource(DataSource):
+    """`spark.read/write.format("recllm_delta")`; see the module docstring for options."""
+
+    @classmethod
+    def name(cls) -> str:
+        return FORMAT_NAME
+
+    def schema(self) -> StructType:
+        if "table" in self.options:
+            return contract_for(self.options).spark
+        from deltalake import DeltaTable
+
+        return from_arrow_schema(pa.schema(DeltaTable(self.options["path"]).schema().to_arrow()))
+
+    def reader(self, schema: StructType) -> "DeltaRsReader":
+        return DeltaRsReader(self.options, schema)
+
+    def writer(self, schema: StructType, overwrite: bool) -> "DeltaRsWriter":
+        return DeltaRsWriter(self.options, overwrite)
+
+
+class DeltaRsWriter(DataSourceArrowWriter):
+    def __init__(self, options: dict, overwrite: bool):
+        self.path = options["path"]
+        self.contract = contract_for(options)
+        self.overwrite = overwrite
+        self.replace_ds = options.get("replace_ds")
+
+    def write(self, batches: Iterator[pa.RecordBatch]) -> FilesWritten:
+        written = FilesWritten()
+        try:
+            for batch in batches:
+                if batch.num_rows:
+                    written.files.extend(self._write_batch(batch))
+        except BaseException:
+            self._delete(written.files)
+            raise
+        return written
+
+    def _write_batch(self, batch: pa.RecordBatch) -> list[FileAdded]:
+        table = conform_batch(pa.Table.from_batches([batch]), self.contract)
+        parts = list(self.contract.partition_by)
+        if self.replace_ds is not None:
+            stray = pc.unique(pc.filter(table["ds"], pc.not_equal(table["ds"], self.replace_ds)))
+            if len(stray):
+                raise DeltaWriteError(
+                    f"{self.contract.name}: overwrite of ds={self.replace_ds} got rows for "
+                    f"ds={stray.to_pylist()[:5]}"
+                )
+        if not parts:
+            return [self._write_file(table, {})]
+        keys = table.select(parts).group_by(parts).aggregate([]).to_pylist()
+        added = []
+        for key in keys:
+            mask = None
+            for col, value in key.items():
+                cond = pc.equal(table[col], value)
+                mask = cond if mask is None else pc.and_(mask, cond)
+            added.append(self._write_file(table.filter(mask).drop_columns(parts), key))
+        return added
+
+    def _write_file(self, table: pa.Table, partition_values: dict[str, str]) -> FileAdded:
+        folder = "/".join(f"{k}={v}" for k, v in partition_values.items())
+        rel = f"{folder}/" if folder else ""
+        rel += f"part-{uuid.uuid4().hex}.c000.snappy.parquet"
+        full = os.path.join(self.path, rel)
+        os.makedirs(os.path.dirname(full), exist_ok=True)
+        pq.write_table(table, full, compression="snappy")
+        return FileAdded(rel, os.path.getsize(full), partition_values, table.num_rows)
+
+    def _delete(self, files: list[FileAdded]) -> None:
+        for f in files:
+            try:
+                os.remove(os.path.join(self.path, f.path))
+            except FileNotFoundError:
+                pass
+
+    def commit(self, messages: list[FilesWritten]) -> None:
+        from deltalake import DeltaTable, Schema
+        from deltalake.transaction import AddAction, create_table_with_add_actions
+
+        files = [f for m in messages if m is not None for f in m.files]
+        actions = [
+            AddAction(
+                path=f.path,
+                size=f.size,
+                partition_values=f.partition_values,
+                modification_time=_mtime_ms(os.path.join(self.path, f.path)),
+                data_change=True,
+                stats=json.dumps({"numRecords": f.num_records}),
+            )
+            for f in files
+        ]
+        schema = Schema.from_arrow(self.contract.arrow)
+        parts = list(self.contract.partition_by) or None
+        try:
+            if not DeltaTable.is_deltatable(self.path):
+                create_table_with_add_actions(
+                    self.path, schema, actions, mode="error", partition_by=parts, name=self.contract.name
+                )
+                return
+            mode, filters = "append", None
+            if self.overwrite:
+                mode = "overwrite"
+                if self.replace_ds is not None:
+                    filters = [("ds", "=", self.replace_ds)]
+            DeltaTable(self.path).create_write_transaction(
+                actions, mode=mode, schema=schema, partition_by=parts, partition_filters=filters
+            )
+        except BaseException:
+            self._delete(files)
+            raise
+
+    def abort(self, messages: list[FilesWritten]) -> None:
+        self._delete([f for m in messages if m is not None for f in m.files])
+
+
+class DeltaRsReader(DataSourceReader):
+    def __init__(self, options: dict, schema: StructType):
+        self.path = options["path"]
+        self.version = int(options["version"]) if options.get("version") not in (None, "") else None
+        self.schema = schema
+        self.partition_filters: list[tuple[str, str, object]] = []
+
+    def pushFilters(self, filters: list[Filter]) -> Iterator[Filter]:
+        from deltalake import DeltaTable
+
+        partition_cols = set(DeltaTable(self.path).metadata().partition_columns)
+        for f in filters:
+            col = f.attribute[0] if len(f.attribute) == 1 else None
+            if col in partition_cols and isinstance(f, EqualTo):
+                self.partition_filters.append((col, "=", str(f.value)))
+            elif col in partition_cols and isinstance(f, In):
+                self.partition_filters.append((col, "in", [str(v) for v in f.value]))
+            else:
+                yield f
+
+    def partitions(self) -> list[FileGroup]:
+        from deltalake import DeltaTable
+
+        dt = DeltaTable(self.path, version=self.version)
+        actions = pa.table(dt.get_add_actions(flatten=True)).to_pylist()
+        groups: list[FileGroup] = []
+        size = TARGET_READ_PARTITION_BYTES
+        for a in actions:
+            values = {k[len("partition.") :]: v for k, v in a.items() if k.startswith("partition.")}
+            if not _matches(values, self.partition_filters):
+                continue
+            if size + a["size_bytes"] > TARGET_READ_PARTITION_BYTES:
+                groups.append(FileGroup([]))
+                size = 0
+            groups[-1].files.append((os.path.join(self.path, a["path"]), values))
+            size += a["size_bytes"]
+        return groups or [FileGroup([])]
+
+    def read(self, partition: FileGroup) -> Iterator[pa.RecordBatch]:
+        target = _arrow_schema(self.schema)
+        for path, values in partition.files:
+            table = pq.read_table(path)
+            for col, value in values.items():
+                if col in target.names and col not in table.column_names:
+                    table = table.append_column(col, pa.array([value] * table.num_rows, pa.string()))
+            table = table.select(target.names).cast(target)
+            yield from table.to_batches()
+
+
+def _matches(values: dict[str, str], filters: list[tuple[str, str, object]]) -> bool:
+    for col, op, want in filters:
+        got = values.get(col)
+        if (op == "=" and got != want) or (op == "in" and got not in want):
+            return False
+    return True
+
+
+def _arrow_schema(schema: StructType) -> pa.Schema:
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    return to_arrow_schema(schema, timezone="UTC")
+
+
+def _mtime_ms(path: str) -> int:
+    return int(os.path.getmtime(path) * 1000)
+
+
+def conform_batch(table: pa.Table, contract: TableSchema) -> pa.Table:
+    """Cast to the contract's Arrow schema and refuse nulls in non-nullable columns."""
+    target = contract.arrow
+    table = table.select(target.names)
+    nulls = [c.name for c in contract.columns if not c.nullable and table[c.name].null_count]
+    if nulls:
+        raise DeltaWriteError(f"{contract.name}: null values in non-nullable column(s) {nulls}")
+    return table.cast(target)

@@ -1,0 +1,235 @@
+"""The lake interface: every table round-trips, writes are atomic, idempotent and checked."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+
+import pytest
+from chispa import assert_df_equality
+from pyspark.sql import functions as F
+from pyspark.sql.types import (
+    ArrayType,
+    BooleanType,
+    DoubleType,
+    FloatType,
+    IntegerType,
+    LongType,
+    StringType,
+    TimestampType,
+)
+
+from recllm.lake import SchemaMismatchError, TableNotFoundError, check_identifier
+from schemas import TABLES, TableSchema
+from tests.conftest import read_delta_rs
+
+
+def sample_value(dtype, i: int, column: str):
+    if column == "ds":
+        return f"2026-01-0{1 + i % 2}"
+    if isinstance(dtype, StringType):
+        return f"{column}-{i}"
+    if isinstance(dtype, (IntegerType, LongType)):
+        return i + 1
+    if isinstance(dtype, DoubleType):
+        return 0.5 * (i + 1)
+    if isinstance(dtype, BooleanType):
+        return i % 2 == 0
+    if isinstance(dtype, TimestampType):
+        return dt.datetime(2026, 1, 1, 12, i, tzinfo=dt.timezone.utc)
+    if isinstance(dtype, ArrayType) and isinstance(dtype.elementType, FloatType):
+        return [0.25 * i, -1.5, 2.0]
+    if isinstance(dtype, ArrayType) and isinstance(dtype.elementType, StringType):
+        return [f"{column}-{i}-a", f"{column}-{i}-b"]
+    raise TypeError(f"no sample for {dtype}")
+
+
+def sample_rows(contract: TableSchema, n: int = 4, ds: str | None = None) -> list[tuple]:
+    rows = []
+    for i in range(n):
+        row = [sample_value(c.type, i, c.name) for c in contract.columns]
+        if ds is not None and "ds" in contract.column_names:
+            row[contract.column_names.index("ds")] = ds
+        # a nullable column holds a null on one row, so nulls round-trip too
+        for j, c in enumerate(contract.columns):
+            if c.nullable and i == n - 1:
+                row[j] = None
+        rows.append(tuple(row))
+    return rows
+
+
+def sample_df(spark, table: str, n: int = 4, ds: str | None = None):
+    contract = TABLES[table]
+    return spark.createDataFrame(sample_rows(contract, n, ds), contract.spark)
+
+
+def write_sample(lake, table: str, df):
+    if "ds" in TABLES[table].partition_by:
+        for ds in sorted({r.ds for r in df.select("ds").distinct().collect()}):
+            lake.overwrite_partition(table, df.where(F.col("ds") == ds), ds)
+    else:
+        lake.append(table, df)
+
+
+@pytest.mark.parametrize("table", sorted(TABLES))
+def test_every_table_round_trips_through_lake_and_plain_delta_rs(spark, lake, table):
+    df = sample_df(spark, table)
+    write_sample(lake, table, df)
+
+    assert_df_equality(lake.read(table), df, ignore_row_order=True, ignore_nullable=True, ignore_metadata=True)
+
+    plain = read_delta_rs(lake.location(table))
+    expected = df.toPandas()
+    plain = plain[expected.columns].sort_values(list(TABLES[table].keys)).reset_index(drop=True)
+    expected = expected.sort_values(list(TABLES[table].keys)).reset_index(drop=True)
+    assert len(plain) == len(expected)
+    for col in expected.columns:
+        for got, want in zip(plain[col], expected[col]):
+            if want is None or (isinstance(want, float) and want != want):
+                assert got is None or got != got, (table, col)
+            elif hasattr(want, "__len__") and not isinstance(want, str):
+                assert list(got) == pytest.approx(list(want)), (table, col)
+            elif isinstance(want, dt.datetime) or hasattr(want, "to_pydatetime"):
+                assert got.timestamp() == want.timestamp(), (table, col)
+            else:
+                assert got == want, (table, col)
+
+
+def test_overwrite_partition_is_idempotent_and_leaves_other_days_alone(spark, lake):
+    day1 = sample_df(spark, "candidates", ds="2026-01-01")
+    day2 = sample_df(spark, "candidates", ds="2026-01-02")
+    lake.overwrite_partition("candidates", day1, "2026-01-01")
+    lake.overwrite_partition("candidates", day2, "2026-01-02")
+    lake.overwrite_partition("candidates", day1, "2026-01-01")
+    lake.overwrite_partition("candidates", day1, "2026-01-01")
+
+    assert_df_equality(lake.read("candidates"), day1.union(day2), ignore_row_order=True, ignore_nullable=True,
+                       ignore_metadata=True)
+
+    rescored = day1.withColumn("score", F.lit(9.0))
+    lake.overwrite_partition("candidates", rescored, "2026-01-01")
+    assert_df_equality(lake.read("candidates", ds="2026-01-01"), rescored, ignore_row_order=True,
+                       ignore_nullable=True, ignore_metadata=True)
+    assert lake.read("candidates", ds="2026-01-02").count() == 4
+
+
+def test_overwriting_with_an_empty_frame_empties_just_that_partition(spark, lake):
+    lake.overwrite_partition("metrics", sample_df(spark, "metrics", ds="2026-01-01"), "2026-01-01")
+    lake.overwrite_partition("metrics", sample_df(spark, "metrics", ds="2026-01-02"), "2026-01-02")
+    empty = spark.createDataFrame([], TABLES["metrics"].spark)
+    lake.overwrite_partition("metrics", empty, "2026-01-01")
+    assert lake.read("metrics", ds="2026-01-01").count() == 0
+    assert lake.read("metrics").count() == 4
+
+
+def test_overwrite_partition_refuses_rows_of_another_day(spark, lake):
+    lake.overwrite_partition("metrics", sample_df(spark, "metrics", ds="2026-01-01"), "2026-01-01")
+    before = lake.version("metrics")
+    with pytest.raises(Exception, match="overwrite of ds=2026-01-01 got rows for ds="):
+        lake.overwrite_partition("metrics", sample_df(spark, "metrics", ds="2026-01-02"), "2026-01-01")
+    assert lake.version("metrics") == before
+
+
+def _data_files(root: str) -> set[str]:
+    return {
+        os.path.relpath(os.path.join(d, f), root)
+        for d, _, files in os.walk(root)
+        for f in files
+        if f.endswith(".parquet")
+    }
+
+
+def test_a_write_that_fails_in_one_task_leaves_version_contents_and_files_unchanged(spark, lake):
+    good = sample_df(spark, "candidates", n=4, ds="2026-01-01")
+    lake.overwrite_partition("candidates", good, "2026-01-01")
+    version, files = lake.version("candidates"), _data_files(lake.location("candidates"))
+
+    @F.udf("int")
+    def explode_on_rank_3(rank):
+        if rank == 3:
+            raise RuntimeError("boom in one task")
+        return rank
+
+    bad = (
+        sample_df(spark, "candidates", n=4, ds="2026-01-01")
+        .repartition(2, "rank")
+        .withColumn("rank", explode_on_rank_3("rank"))
+    )
+    with pytest.raises(Exception, match="boom in one task"):
+        lake.overwrite_partition("candidates", bad, "2026-01-01")
+
+    assert lake.version("candidates") == version
+    assert _data_files(lake.location("candidates")) == files
+    assert_df_equality(lake.read("candidates"), good, ignore_row_order=True, ignore_nullable=True,
+                       ignore_metadata=True)
+
+
+def test_a_failed_first_write_creates_no_table(spark, lake):
+    df = sample_df(spark, "metrics", ds="2026-01-01").withColumn("model", F.lit(None).cast("string"))
+    with pytest.raises(Exception, match=r"null values in non-nullable column\(s\) \['model'\]"):
+        lake.overwrite_partition("metrics", df, "2026-01-01")
+    assert not lake.exists("metrics")
+    assert _data_files(lake.location("metrics")) == set()
+
+
+def test_schema_mismatch_is_refused_naming_the_columns(spark, lake):
+    df = sample_df(spark, "metrics", ds="2026-01-01")
+    lake.overwrite_partition("metrics", df, "2026-01-01")
+    wrong = df.drop("n").withColumn("k", F.col("k").cast("string")).withColumn("extra", F.lit(1))
+    with pytest.raises(SchemaMismatchError) as err:
+        lake.overwrite_partition("metrics", wrong, "2026-01-01")
+    message = str(err.value)
+    assert "table metrics" in message
+    assert "missing column(s) ['n']" in message
+    assert "unexpected column(s) ['extra']" in message
+    assert "column 'k' is string, expected int" in message
+    assert lake.version("metrics") == 0
+
+
+def test_merge_updates_matching_keys_and_inserts_new_ones(spark, lake):
+    rows = sample_df(spark, "models", n=3)
+    lake.merge("models", rows)
+    update = rows.where(F.col("model_version") == "model_version-1").withColumn("path", F.lit("/new"))
+    new = sample_df(spark, "models", n=5).where(F.col("model_version") == "model_version-3")
+    lake.merge("models", update.union(new))
+
+    expected = rows.where(F.col("model_version") != "model_version-1").union(update).union(new)
+    assert_df_equality(lake.read("models"), expected, ignore_row_order=True, ignore_nullable=True,
+                       ignore_metadata=True)
+    with pytest.raises(ValueError, match="duplicate keys"):
+        lake.merge("models", rows.union(rows))
+
+
+def test_time_travel_history_and_maintenance(spark, lake):
+    day1 = sample_df(spark, "metrics", ds="2026-01-01")
+    lake.overwrite_partition("metrics", day1, "2026-01-01")
+    lake.overwrite_partition("metrics", day1.withColumn("value", F.lit(1.0)), "2026-01-01")
+
+    assert_df_equality(lake.read("metrics", version=0), day1, ignore_row_order=True, ignore_nullable=True,
+                       ignore_metadata=True)
+    assert list(lake.history("metrics")["version"]) == [1, 0]
+
+    lake.optimize("metrics")
+    removed = lake.vacuum("metrics", retention_hours=0)
+    assert removed, "vacuum removed the files of the overwritten version"
+    assert lake.read("metrics").where("value = 1.0").count() == 4
+
+
+def test_tables_can_be_queried_by_name_in_spark_sql(spark, lake):
+    lake.overwrite_partition("metrics", sample_df(spark, "metrics", ds="2026-01-01"), "2026-01-01")
+    assert "metrics" in lake.register_views()
+    assert spark.sql("SELECT count(*) AS n FROM metrics WHERE ds = '2026-01-01'").first().n == 4
+
+
+def test_reading_a_table_no_job_wrote_says_so(lake):
+    with pytest.raises(TableNotFoundError, match="table 'prompts' does not exist"):
+        lake.read("prompts")
+    assert lake.read_or_empty("prompts").count() == 0
+
+
+def test_bad_identifiers_and_dates_are_refused(spark, lake):
+    with pytest.raises(ValueError, match="must match"):
+        check_identifier("x; DROP TABLE y")
+    with pytest.raises(ValueError, match="YYYY-MM-DD"):
+        lake.read("metrics", ds="2026/01/01") if lake.exists("metrics") else lake.overwrite_partition(
+            "metrics", sample_df(spark, "metrics"), "2026/01/01")

@@ -1,0 +1,1 @@
+"""Spark bindings: pandas UDFs that wrap recllm inference."""
