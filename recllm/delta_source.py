@@ -28,6 +28,7 @@ from pyspark.sql.datasource import (
     Filter,
     In,
     InputPartition,
+    Not,
     WriterCommitMessage,
 )
 from pyspark.sql.pandas.types import from_arrow_schema
@@ -201,13 +202,11 @@ class DeltaRsReader(DataSourceReader):
 
         partition_cols = set(DeltaTable(self.path).metadata().partition_columns)
         for f in filters:
-            col = f.attribute[0] if len(f.attribute) == 1 else None
-            if col in partition_cols and isinstance(f, EqualTo):
-                self.partition_filters.append((col, "=", str(f.value)))
-            elif col in partition_cols and isinstance(f, In):
-                self.partition_filters.append((col, "in", [str(v) for v in f.value]))
-            else:
+            pruning = _partition_filter(f, partition_cols)
+            if pruning is None:
                 yield f
+            else:
+                self.partition_filters.append(pruning)
 
     def partitions(self) -> list[FileGroup]:
         from deltalake import DeltaTable
@@ -238,10 +237,25 @@ class DeltaRsReader(DataSourceReader):
             yield from table.to_batches()
 
 
+def _partition_filter(f: Filter, partition_cols: set[str]) -> tuple[str, str, object] | None:
+    """(column, op, value) for a filter on a partition column we can prune by, else None."""
+    negated = isinstance(f, Not)
+    inner = f.child if negated else f
+    attribute = getattr(inner, "attribute", ())
+    col = attribute[0] if len(attribute) == 1 else None
+    if col not in partition_cols:
+        return None
+    if isinstance(inner, EqualTo):
+        return (col, "!=" if negated else "=", str(inner.value))
+    if isinstance(inner, In) and not negated:
+        return (col, "in", [str(v) for v in inner.value])
+    return None
+
+
 def _matches(values: dict[str, str], filters: list[tuple[str, str, object]]) -> bool:
     for col, op, want in filters:
         got = values.get(col)
-        if (op == "=" and got != want) or (op == "in" and got not in want):
+        if (op == "=" and got != want) or (op == "!=" and got == want) or (op == "in" and got not in want):
             return False
     return True
 

@@ -1,0 +1,270 @@
+"""Ingest: validate one day of landed raw rows into typed tables, quarantining the rest.
+
+Each raw row gets the FIRST rule it breaks as its reason (rules are checked in the order
+of each table's `*_RULES`); rows with no reason are accepted. Counts reconcile exactly:
+rows in = accepted + quarantined, per table. All validation happens before any write, and
+every write replaces (events, quarantine: the `ds` partition) or upserts (items, users),
+so a rerun for the same `ds` leaves the tables as they were.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass, field
+
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+
+from recllm.config import IngestConfig
+from recllm.lake import Lake, check_ds
+from schemas import EVENT_TYPES, EVENTS, EVENTS_RAW, ITEMS, ITEMS_RAW, QUARANTINE, USERS, USERS_RAW
+
+log = logging.getLogger(__name__)
+
+REASONS = (
+    "null_id",
+    "missing_field",
+    "unknown_event_type",
+    "unparseable_ts",
+    "future_ts",
+    "bad_type",
+    "out_of_range",
+    "unknown_user",
+    "unknown_item",
+    "duplicate_id",
+)
+"""Every reason a row can be quarantined with."""
+
+
+@dataclass
+class TableCounts:
+    rows_in: int
+    accepted: int
+    quarantined: int
+    reasons: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class IngestReport:
+    ds: str
+    run_id: str
+    tables: dict[str, TableCounts]
+
+    def lines(self) -> list[str]:
+        out = []
+        for name, c in self.tables.items():
+            why = ", ".join(f"{r}={n}" for r, n in sorted(c.reasons.items())) or "none"
+            out.append(f"{name}: in={c.rows_in} accepted={c.accepted} quarantined={c.quarantined} ({why})")
+        return out
+
+
+def _first_failing(rules: list[tuple[str, Column]]) -> Column:
+    """The name of the first rule whose condition is true, else null."""
+    reason = F.lit(None).cast("string")
+    for name, broken in reversed(rules):
+        reason = F.when(broken, F.lit(name)).otherwise(reason)
+    return reason
+
+
+def _blank(c: Column) -> Column:
+    return c.isNull() | (F.trim(c) == "")
+
+
+def _after_day(ts: Column, ds: str) -> Column:
+    return ts >= F.to_timestamp(F.lit(ds)) + F.expr("INTERVAL 1 DAY")
+
+
+def _row_json(raw: DataFrame) -> Column:
+    return F.to_json(F.struct(*[F.col(c) for c in raw.columns]), {"ignoreNullFields": "false"})
+
+
+def _duplicate_rank(key: str, order: Column) -> Column:
+    """1 for the first row of each key (by `order`, then content), 2+ for its duplicates."""
+    return F.row_number().over(Window.partitionBy(key).orderBy(order, F.col("_row_json")))
+
+
+def validate_events(
+    raw: DataFrame,
+    ds: str,
+    known_users: DataFrame | None,
+    known_items: DataFrame,
+    earlier_event_ids: DataFrame,
+    config: IngestConfig,
+) -> DataFrame:
+    """Raw events with typed columns, `_row_json`, and `_reason` (null when accepted).
+
+    `known_users` is None when the lake keeps no users (then user ids are not checked).
+    """
+    ts = F.col("ts").try_cast("timestamp")
+    value = F.col("value").try_cast("double")
+    df = raw.withColumn("_row_json", _row_json(raw)).withColumn("_ts", ts).withColumn("_value", value)
+    df = df.join(known_items.select(F.col("item_id"), F.lit(True).alias("_item_known")), "item_id", "left")
+    df = df.join(earlier_event_ids.select("event_id", F.lit(True).alias("_seen_before")), "event_id", "left")
+    if known_users is not None:
+        df = df.join(known_users.select("user_id", F.lit(True).alias("_user_known")), "user_id", "left")
+        user_unknown = F.col("_user_known").isNull()
+    else:
+        user_unknown = F.lit(False)
+    is_rating = F.col("event_type") == "rating"
+    rating_out = is_rating & ((F.col("_value") < config.rating_min) | (F.col("_value") > config.rating_max))
+    rules = [
+        ("null_id", _blank(F.col("event_id")) | _blank(F.col("user_id")) | _blank(F.col("item_id"))),
+        ("unknown_event_type", ~F.coalesce(F.col("event_type").isin(*EVENT_TYPES), F.lit(False))),
+        ("unparseable_ts", F.col("_ts").isNull()),
+        ("future_ts", _after_day(F.col("_ts"), ds)),
+        ("bad_type", F.col("value").isNotNull() & (F.col("_value").isNull() | F.isnan(F.col("_value")))),
+        ("out_of_range", rating_out | (F.col("_value") < 0) | (F.abs(F.col("_value")) == float("inf"))),
+        ("unknown_user", user_unknown),
+        ("unknown_item", F.col("_item_known").isNull()),
+        ("duplicate_id", F.col("_seen_before").isNotNull()),
+    ]
+    df = df.withColumn("_reason", _first_failing(rules))
+    within_day = F.when(F.col("_reason").isNull(), _duplicate_rank("event_id", F.col("_ts")))
+    df = df.withColumn("_reason", F.when(within_day > 1, F.lit("duplicate_id")).otherwise(F.col("_reason")))
+    return df.select(
+        "event_id",
+        "user_id",
+        "item_id",
+        "event_type",
+        F.coalesce(F.nullif(F.trim("scenario"), F.lit("")), F.lit("unknown")).alias("scenario"),
+        F.nullif(F.col("query"), F.lit("")).alias("query"),
+        F.col("_value").alias("value"),
+        F.col("_ts").alias("ts"),
+        F.lit(ds).alias("ds"),
+        "_row_json",
+        "_reason",
+    )
+
+
+def validate_items(raw: DataFrame, ds: str) -> DataFrame:
+    """Raw catalogue rows with typed columns, `_row_json`, and `_reason`."""
+    created = F.col("created_ts").try_cast("timestamp")
+    price = F.col("price").try_cast("double")
+    df = raw.withColumn("_row_json", _row_json(raw)).withColumn("_created", created).withColumn("_price", price)
+    rules = [
+        ("null_id", _blank(F.col("item_id"))),
+        ("missing_field", _blank(F.col("title"))),
+        ("unparseable_ts", F.col("_created").isNull()),
+        ("future_ts", _after_day(F.col("_created"), ds)),
+        ("bad_type", F.col("price").isNotNull() & (F.col("_price").isNull() | F.isnan(F.col("_price")))),
+        ("out_of_range", (F.col("_price") < 0) | (F.col("_price") == float("inf"))),
+    ]
+    df = _mark_duplicates(df.withColumn("_reason", _first_failing(rules)), "item_id", F.col("_created"))
+    return df.select(
+        "item_id",
+        "title",
+        "description",
+        "category",
+        "brand",
+        F.col("_price").alias("price"),
+        "image_embedding",
+        F.col("_created").alias("created_ts"),
+        F.lit(ds).alias("ds"),
+        "_row_json",
+        "_reason",
+    )
+
+
+def validate_users(raw: DataFrame, ds: str, config: IngestConfig) -> DataFrame:
+    """Raw user profiles with typed columns, `_row_json`, and `_reason`."""
+    created = F.col("created_ts").try_cast("timestamp")
+    age = F.col("age").try_cast("int")
+    df = raw.withColumn("_row_json", _row_json(raw)).withColumn("_created", created).withColumn("_age", age)
+    rules = [
+        ("null_id", _blank(F.col("user_id"))),
+        ("unparseable_ts", F.col("_created").isNull()),
+        ("future_ts", _after_day(F.col("_created"), ds)),
+        ("bad_type", F.col("age").isNotNull() & F.col("_age").isNull()),
+        ("out_of_range", (F.col("_age") < config.age_min) | (F.col("_age") > config.age_max)),
+    ]
+    df = _mark_duplicates(df.withColumn("_reason", _first_failing(rules)), "user_id", F.col("_created"))
+    return df.select(
+        "user_id",
+        F.col("_age").alias("age"),
+        "gender",
+        "country",
+        "profile_text",
+        F.col("_created").alias("created_ts"),
+        F.lit(ds).alias("ds"),
+        "_row_json",
+        "_reason",
+    )
+
+
+def _mark_duplicates(df: DataFrame, key: str, order: Column) -> DataFrame:
+    rank = F.when(F.col("_reason").isNull(), _duplicate_rank(key, order))
+    return df.withColumn("_reason", F.when(rank > 1, F.lit("duplicate_id")).otherwise(F.col("_reason")))
+
+
+def accepted(validated: DataFrame) -> DataFrame:
+    return validated.where(F.col("_reason").isNull()).drop("_row_json", "_reason")
+
+
+def quarantined(validated: DataFrame, source_table: str, ds: str, run_id: str) -> DataFrame:
+    return validated.where(F.col("_reason").isNotNull()).select(
+        F.lit(ds).alias("ds"),
+        F.lit(run_id).alias("run_id"),
+        F.lit(source_table).alias("source_table"),
+        F.col("_reason").alias("reason"),
+        F.col("_row_json").alias("row_json"),
+        F.current_timestamp().alias("quarantined_at"),
+    )
+
+
+def count_reasons(validated: DataFrame) -> TableCounts:
+    """Rows in, accepted and quarantined (by reason) of one validated table; they reconcile."""
+    by_reason = {r["_reason"]: r["count"] for r in validated.groupBy("_reason").count().collect()}
+    accepted_n = by_reason.pop(None, 0)
+    quarantined_n = sum(by_reason.values())
+    rows_in = accepted_n + quarantined_n
+    return TableCounts(rows_in, accepted_n, quarantined_n, by_reason)
+
+
+def run_ingest(lake: Lake, ds: str, config: IngestConfig, run_id: str | None = None) -> IngestReport:
+    """Validate the raw partitions of `ds` and write events, items, users and quarantine."""
+    check_ds(ds)
+    run_id = run_id or uuid.uuid4().hex[:12]
+    spark = lake.spark
+
+    def raw(name: str) -> DataFrame:
+        return lake.read(name, ds=ds) if lake.exists(name) else spark.createDataFrame([], lake.contract(name).spark)
+
+    items = validate_items(raw(ITEMS_RAW.name), ds).cache()
+    users = validate_users(raw(USERS_RAW.name), ds, config).cache()
+    new_item_ids = accepted(items).select("item_id")
+    new_user_ids = accepted(users).select("user_id")
+    known_items = lake.read_or_empty(ITEMS.name).select("item_id").union(new_item_ids).distinct()
+    keeps_users = lake.exists(USERS.name) or count_reasons(users).accepted > 0
+    known_users = (
+        lake.read_or_empty(USERS.name).select("user_id").union(new_user_ids).distinct() if keeps_users else None
+    )
+    earlier_ids = (
+        lake.read(EVENTS.name).where(F.col("ds") != ds).select("event_id")
+        if lake.exists(EVENTS.name)
+        else spark.createDataFrame([], "event_id string")
+    )
+    events = validate_events(raw(EVENTS_RAW.name), ds, known_users, known_items, earlier_ids, config).cache()
+
+    validated = {EVENTS_RAW.name: events, ITEMS_RAW.name: items, USERS_RAW.name: users}
+    report = IngestReport(ds, run_id, {name: count_reasons(v) for name, v in validated.items()})
+    for line in report.lines():
+        log.info("ingest ds=%s run=%s %s", ds, run_id, line)
+    if report.tables[EVENTS_RAW.name].rows_in == 0:
+        log.warning("ingest ds=%s: no raw events landed for this date; writing an empty events partition", ds)
+
+    rejects = None
+    for name, v in validated.items():
+        q = quarantined(v, name, ds, run_id)
+        rejects = q if rejects is None else rejects.unionByName(q)
+
+    # Item and user upserts first, so events never reference ids missing from their tables.
+    if report.tables[ITEMS_RAW.name].accepted:
+        lake.merge(ITEMS.name, accepted(items))
+    if report.tables[USERS_RAW.name].accepted:
+        lake.merge(USERS.name, accepted(users))
+    lake.overwrite_partition(EVENTS.name, accepted(events), ds)
+    lake.overwrite_partition(QUARANTINE.name, rejects, ds)
+    for v in validated.values():
+        v.unpersist()
+    return report
