@@ -44,10 +44,74 @@ class IngestConfig:
 
 
 @dataclass
+class FeaturesConfig:
+    text_encoder: str = "minilm"  # "minilm" (the packaged all-MiniLM-L6-v2) or a local HF/sentence-transformers path
+    batch_size: int = 64
+    max_text_chars: int = 512
+    cold_min_events: int = 5  # an item with fewer accepted events up to ds is cold
+
+
+@dataclass
+class PromptsConfig:
+    template: str = "{instruction} Scenario: {scenario}. User: {profile}. {query}History: {history}"
+    template_version: str = "v1"
+    history_length: int = 20
+    max_lookback_events: int = 200
+    max_text_chars: int = 200
+    split: str = "time"  # time: last test_days are test, the valid_days before are valid; leave_last_out: per user
+    valid_days: int = 1
+    test_days: int = 1
+    objectives: dict[str, dict] = field(default_factory=dict)  # name -> {instruction, template_version, enabled}
+    ctr: bool = True  # also write impression examples (label 1 = clicked) for the CTR head
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "default"  # "default" (small Qwen2 from config), "minilm", or a local HF model path
+    hidden_size: int = 128
+    num_layers: int = 2
+    num_heads: int = 4
+    intermediate_size: int = 256
+    vocab_size: int = 4000
+    max_tokens: int = 256
+    n_query_tokens: int = 4
+    id_dim: int = 64
+    out_dim: int = 64
+    init_scale: float = 20.0
+    id_dropout: float = 0.1
+    lm_loss_weight: float = 0.1
+
+
+@dataclass
+class TrainConfig:
+    num_processes: int = 2
+    local_mode: bool = True
+    use_gpu: str = "auto"  # auto | true | false
+    epochs: int = 20
+    batch_size: int = 128
+    grad_accum_steps: int = 1
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    full_softmax_max_items: int = 50000
+    num_negatives: int = 4096
+    ctr_loss_weight: float = 1.0
+    checkpoint_every_steps: int = 100
+    patience: int = 3
+    eval_k: int = 10
+    seed: int = 0
+    model_root: str = "models"
+    max_train_examples: int = 0  # 0 = all
+
+
+@dataclass
 class RecllmConfig:
     lake: LakeConfig = field(default_factory=LakeConfig)
     spark: SparkConfig = field(default_factory=SparkConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
+    prompts: PromptsConfig = field(default_factory=PromptsConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
 
 
 def _build(cls, data, path: str):
