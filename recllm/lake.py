@@ -174,6 +174,17 @@ class Lake:
             return self.read(table)
         return self.spark.createDataFrame([], self.contract(table).spark)
 
+    def files(self, table: str, ds: str | None = None) -> list[str]:
+        """Absolute paths of the Parquet files of the table's current version (one `ds` if given)."""
+        self._require(table)
+        if self.backend == "native":
+            return sorted(self.read(table, ds=ds).inputFiles())
+        from deltalake import DeltaTable
+
+        dt = DeltaTable(self.location(table))
+        filters = [("ds", "=", check_ds(ds))] if ds is not None else None
+        return sorted(dt.file_uris(partition_filters=filters))
+
     def version(self, table: str) -> int:
         """Current version of the table's Delta log."""
         self._require(table)

@@ -1,0 +1,308 @@
+"""URM: one language model as a universal recommender (arXiv 2502.03041), readable in one sitting.
+
+A prompt is text with item slots; each slot's token embedding is replaced by the item's
+fused soft token
+
+    e_item = MLP_out(RMSNorm(MLP_id(x_id) + MLP_text(x_text) + MLP_img(x_img)))
+
+(a missing modality contributes zero, so a cold item still has a vector). M learnable
+query tokens close the prompt; their last hidden states, through a head, are M unit user
+vectors u_m. An item's output vector w_i comes from the same fused representation, and
+
+    s(u, i) = scale * max_m <u_m, w_i>
+
+scores the WHOLE catalogue in one forward pass (sequence in, set out). A CTR head maps
+the unscaled score to a click probability; an LM head (causal backbones) predicts text
+after an `<|lm|>` marker.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, load_model, save_file, save_model
+from torch import nn
+from transformers import AutoConfig, AutoModel, PreTrainedTokenizerBase
+
+from recllm.tokens import ITEM_SLOT, LM_TOKEN, QUERY_TOKEN
+
+WEIGHTS = "model.safetensors"
+CONFIG = "urm_config.json"
+CATALOG = "catalog.safetensors"
+ITEM_INDEX = "item_index.json"
+
+
+@dataclass
+class URMConfig:
+    """Everything needed to rebuild the model's shape (weights live in safetensors)."""
+
+    backbone: dict  # the backbone's HF config as a dict (model_type + fields)
+    n_items_trained: int  # items with index < this have learned ID embeddings
+    text_dim: int = 384
+    image_dim: int = 16
+    id_dim: int = 64
+    out_dim: int = 64
+    n_query_tokens: int = 4
+    init_scale: float = 20.0
+    id_dropout: float = 0.1
+    causal: bool = True  # decoder backbone: enables the LM head
+    item_slot_id: int = -1
+    query_token_id: int = -1
+    lm_token_id: int = -1
+    pad_token_id: int = 0
+    max_tokens: int = 256
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.backbone["hidden_size"])
+
+
+@dataclass
+class ItemCatalog:
+    """Frozen per-item inputs, indexed by stable item index."""
+
+    text: torch.Tensor  # [N, text_dim]
+    image: torch.Tensor  # [N, image_dim] (zeros where missing)
+    has_image: torch.Tensor  # [N] bool
+    item_ids: list[str]
+
+    def __len__(self) -> int:
+        return self.text.shape[0]
+
+    def to(self, device) -> "ItemCatalog":
+        return ItemCatalog(self.text.to(device), self.image.to(device), self.has_image.to(device), self.item_ids)
+
+    def save(self, directory: str) -> None:
+        save_file(
+            {"text": self.text.contiguous(), "image": self.image.contiguous(), "has_image": self.has_image},
+            os.path.join(directory, CATALOG),
+        )
+        with open(os.path.join(directory, ITEM_INDEX), "w") as f:
+            json.dump(self.item_ids, f)
+
+    @classmethod
+    def load(cls, directory: str) -> "ItemCatalog":
+        t = load_file(os.path.join(directory, CATALOG))
+        with open(os.path.join(directory, ITEM_INDEX)) as f:
+            item_ids = json.load(f)
+        return cls(t["text"], t["image"], t["has_image"].bool(), item_ids)
+
+
+def mlp(d_in: int, d_out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(d_in, d_out), nn.GELU(), nn.Linear(d_out, d_out))
+
+
+class ItemFusion(nn.Module):
+    """Per-modality MLPs, summed, RMSNorm, output MLP: one soft token per item."""
+
+    def __init__(self, config: URMConfig):
+        super().__init__()
+        h = config.hidden_size
+        self.n_items_trained = config.n_items_trained
+        self.id_dropout = config.id_dropout
+        self.id_embedding = nn.Embedding(max(config.n_items_trained, 1), config.id_dim)
+        nn.init.normal_(self.id_embedding.weight, std=0.02)
+        self.mlp_id = mlp(config.id_dim, h)
+        self.mlp_text = mlp(config.text_dim, h)
+        self.mlp_img = mlp(config.image_dim, h) if config.image_dim else None
+        self.norm = nn.RMSNorm(h)
+        self.mlp_out = mlp(h, h)
+
+    def forward(self, index: torch.Tensor, catalog: ItemCatalog) -> torch.Tensor:
+        known = index < self.n_items_trained
+        if self.training and self.id_dropout:
+            known = known & (torch.rand(index.shape, device=index.device) >= self.id_dropout)
+        x_id = self.mlp_id(self.id_embedding(index.clamp(max=self.n_items_trained - 1)))
+        x = self.mlp_text(catalog.text[index]) + x_id * known.unsqueeze(-1)
+        if self.mlp_img is not None:
+            x = x + self.mlp_img(catalog.image[index]) * catalog.has_image[index].unsqueeze(-1)
+        return self.mlp_out(self.norm(x))
+
+
+@dataclass
+class Batch:
+    """A tokenised, right-padded batch: slots and query tokens located, ready for forward."""
+
+    input_ids: torch.Tensor  # [B, T]
+    attention_mask: torch.Tensor  # [B, T]
+    slot_rows: torch.Tensor  # [S] batch row of each item slot
+    slot_cols: torch.Tensor  # [S] position of each item slot
+    slot_items: torch.Tensor  # [S] item index filling each slot
+    query_cols: torch.Tensor  # [B, M] positions of the query tokens
+    lm_labels: torch.Tensor | None = None  # [B, T], -100 where no LM loss
+
+    def to(self, device) -> "Batch":
+        return Batch(*(None if v is None else v.to(device) for v in self.__dict__.values()))
+
+
+@dataclass
+class LossTargets:
+    """What a training batch should predict: retrieval targets and/or CTR labels."""
+
+    items: torch.Tensor  # [B] target item (retrieval) or impressed item (CTR)
+    labels: torch.Tensor  # [B] CTR label; nan for retrieval examples
+    sampling_probs: torch.Tensor | None = None  # None: full softmax over the catalogue
+    num_negatives: int = 0
+    ctr_weight: float = 1.0
+    lm_weight: float = 0.0
+
+
+class URM(nn.Module):
+    """Backbone + item fusion + query tokens + set-out, CTR and LM heads."""
+
+    def __init__(self, config: URMConfig, backbone: nn.Module | None = None):
+        super().__init__()
+        self.config = config
+        self.backbone = backbone if backbone is not None else AutoModel.from_config(
+            AutoConfig.for_model(**config.backbone)
+        )
+        h = config.hidden_size
+        self.fusion = ItemFusion(config)
+        self.query_tokens = nn.Parameter(torch.randn(config.n_query_tokens, h) * 0.02)
+        self.user_head = mlp(h, config.out_dim)
+        self.item_head = mlp(h, config.out_dim)
+        self.log_scale = nn.Parameter(torch.tensor(math.log(config.init_scale)))
+        self.ctr_weight = nn.Parameter(torch.tensor(5.0))
+        self.ctr_bias = nn.Parameter(torch.tensor(-2.0))
+        self.lm_head = None
+        if config.causal:
+            emb = self.backbone.get_input_embeddings()
+            self.lm_head = nn.Linear(h, emb.weight.shape[0], bias=False)
+            self.lm_head.weight = emb.weight
+
+    # -- the forward pieces ---------------------------------------------------------------
+
+    def item_vectors(self, catalog: ItemCatalog, index: torch.Tensor | None = None) -> torch.Tensor:
+        """Unit output vectors w_i of the given (default: all) items, [N, out_dim]."""
+        if index is None:
+            index = torch.arange(len(catalog), device=catalog.text.device)
+        return F.normalize(self.item_head(self.fusion(index, catalog)), dim=-1)
+
+    def forward(self, batch: Batch, catalog: ItemCatalog, targets: LossTargets | None = None):
+        """User vectors and hidden states; with `targets`, the joint training loss instead."""
+        users, hidden = self.encode(batch, catalog)
+        if targets is None:
+            return users, hidden
+        return self.joint_loss(users, hidden, batch, catalog, targets)
+
+    def encode(self, batch: Batch, catalog: ItemCatalog) -> tuple[torch.Tensor, torch.Tensor]:
+        """Unit user vectors [B, M, out_dim] and the backbone's last hidden states [B, T, H]."""
+        emb = self.backbone.get_input_embeddings()(batch.input_ids)
+        if len(batch.slot_items):
+            emb = emb.index_put((batch.slot_rows, batch.slot_cols), self.fusion(batch.slot_items, catalog).to(emb.dtype))
+        rows = torch.arange(emb.shape[0], device=emb.device).unsqueeze(1).expand_as(batch.query_cols)
+        queries = self.query_tokens.to(emb.dtype).unsqueeze(0).expand(emb.shape[0], -1, -1)
+        emb = emb.index_put((rows, batch.query_cols), queries)
+        hidden = self.backbone(inputs_embeds=emb, attention_mask=batch.attention_mask).last_hidden_state
+        user = hidden[rows, batch.query_cols]
+        return F.normalize(self.user_head(user), dim=-1), hidden
+
+    def similarity(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """max_m <u_m, w_i>, unscaled, for every (user, item): [B, N]."""
+        return torch.einsum("bmd,nd->bmn", users, items.to(users.dtype)).amax(dim=1)
+
+    def scores(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Retrieval logits scale * max_m <u_m, w_i>: [B, N]."""
+        return self.log_scale.exp() * self.similarity(users, items)
+
+    def similarity_pairs(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """max_m <u_m, w_i> for aligned (user, item) pairs: users [B, M, D], items [B, D] -> [B]."""
+        return torch.einsum("bmd,bd->bm", users, items.to(users.dtype)).amax(dim=1)
+
+    def click_probability(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Calibrated P(click) for aligned (user, item) pairs."""
+        return torch.sigmoid(self.ctr_logit(self.similarity_pairs(users, items)))
+
+    def ctr_logit(self, similarity: torch.Tensor) -> torch.Tensor:
+        return self.ctr_weight * similarity + self.ctr_bias
+
+    def lm_loss(self, hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Next-token loss on the text after `<|lm|>` (labels already shifted by the collator)."""
+        mask = labels != -100
+        if self.lm_head is None or not mask.any():
+            return hidden.sum() * 0.0
+        return F.cross_entropy(self.lm_head(hidden[mask]).float(), labels[mask])
+
+    # -- training losses --------------------------------------------------------------
+
+    def retrieval_loss(self, users: torch.Tensor, targets: torch.Tensor, catalog: ItemCatalog,
+                       sampling_probs: torch.Tensor | None, num_negatives: int) -> torch.Tensor:
+        """Full softmax over the catalogue, or sampled softmax with logQ correction."""
+        if sampling_probs is None:
+            return F.cross_entropy(self.scores(users, self.item_vectors(catalog)).float(), targets)
+        negatives = torch.multinomial(sampling_probs, num_negatives, replacement=True)
+        candidates = torch.cat([targets, negatives])
+        logits = self.scores(users, self.item_vectors(catalog, candidates)).float()
+        logits = logits - torch.log(sampling_probs[candidates] * num_negatives + 1e-12).unsqueeze(0)
+        own = torch.arange(len(targets), device=targets.device)
+        accidental = candidates.unsqueeze(0) == targets.unsqueeze(1)
+        accidental[own, own] = False
+        return F.cross_entropy(logits.masked_fill(accidental, -1e9), own)
+
+    def joint_loss(self, users, hidden, batch: Batch, catalog: ItemCatalog, t: LossTargets):
+        """Retrieval + weighted CTR + weighted LM loss; each term only where the batch has examples."""
+        parts = {}
+        total = users.sum() * 0.0
+        is_ctr = ~torch.isnan(t.labels)
+        is_retrieval = ~is_ctr & (t.items >= 0)
+        if is_retrieval.any():
+            parts["retrieval"] = self.retrieval_loss(users[is_retrieval], t.items[is_retrieval], catalog,
+                                                     t.sampling_probs, t.num_negatives)
+            total = total + parts["retrieval"]
+        if is_ctr.any():
+            sim = self.similarity_pairs(users[is_ctr], self.item_vectors(catalog, t.items[is_ctr]))
+            parts["ctr"] = F.binary_cross_entropy_with_logits(self.ctr_logit(sim).float(), t.labels[is_ctr])
+            total = total + t.ctr_weight * parts["ctr"]
+        if t.lm_weight > 0 and batch.lm_labels is not None and self.lm_head is not None:
+            parts["lm"] = self.lm_loss(hidden, batch.lm_labels)
+            total = total + t.lm_weight * parts["lm"]
+        return total, {k: float(v.detach()) for k, v in parts.items()}
+
+    # -- persistence ----------------------------------------------------------------------
+
+    def save_pretrained(self, directory: str, tokenizer: PreTrainedTokenizerBase | None = None,
+                        catalog: ItemCatalog | None = None) -> None:
+        """One directory: safetensors weights, config, tokenizer and the item catalogue."""
+        os.makedirs(directory, exist_ok=True)
+        save_model(self, os.path.join(directory, WEIGHTS))
+        with open(os.path.join(directory, CONFIG), "w") as f:
+            json.dump(asdict(self.config), f, indent=1, sort_keys=True)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(directory)
+        if catalog is not None:
+            catalog.save(directory)
+
+    @classmethod
+    def from_pretrained(cls, directory: str, device: str | torch.device = "cpu") -> "URM":
+        """Rebuild from `save_pretrained`'s directory; loads safetensors only, never pickle."""
+        path = os.path.join(directory, WEIGHTS)
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"model directory {directory} has no {WEIGHTS}")
+        with open(os.path.join(directory, CONFIG)) as f:
+            config = URMConfig(**json.load(f))
+        model = cls(config)
+        missing, unexpected = load_model(model, path, strict=True, device=str(device))
+        return model.to(device).eval()
+
+
+def load_tokenizer(directory: str) -> PreTrainedTokenizerBase:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(directory, local_files_only=True)
+
+
+def control_token_ids(tokenizer: PreTrainedTokenizerBase) -> dict[str, int]:
+    """Ids of the slot, query and LM tokens, which must each be a single special token."""
+    ids = {}
+    for name, token in (("item_slot_id", ITEM_SLOT), ("query_token_id", QUERY_TOKEN), ("lm_token_id", LM_TOKEN)):
+        tid = tokenizer.convert_tokens_to_ids(token)
+        if tid is None or tid == tokenizer.unk_token_id:
+            raise ValueError(f"tokenizer has no special token {token}")
+        ids[name] = int(tid)
+    return ids

@@ -1,0 +1,220 @@
+"""The URM model: fusion, slots and query tokens, set-out scoring, CTR, persistence."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from recllm.backbone import train_tokenizer
+from recllm.batching import Collator
+from recllm.config import ModelConfig
+from recllm.model import URM, ItemCatalog, LossTargets, URMConfig, control_token_ids
+from recllm.tokens import ITEM_SLOT, LM_TOKEN, QUERY_TOKEN, neutralize
+
+N_ITEMS, TEXT_DIM, IMAGE_DIM = 12, 8, 4
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    corpus = ["Recommend items this user will click next. History: clicked <|item|> bought <|item|>"] * 20
+    corpus += ["liked <|item|> searched for shoes", "trail running shoes", "science fiction novel"] * 20
+    return train_tokenizer(corpus, 300)
+
+
+def tiny_model(tokenizer, n_items_trained=N_ITEMS - 2, seed=0) -> URM:
+    from transformers import AutoModel, Qwen2Config
+
+    torch.manual_seed(seed)
+    backbone = AutoModel.from_config(Qwen2Config(
+        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+        num_key_value_heads=1, intermediate_size=64, max_position_embeddings=128, tie_word_embeddings=True))
+    d = backbone.config.to_dict()
+    d["model_type"] = "qwen2"
+    config = URMConfig(backbone=d, n_items_trained=n_items_trained, text_dim=TEXT_DIM, image_dim=IMAGE_DIM,
+                       id_dim=8, out_dim=16, n_query_tokens=3, id_dropout=0.0, max_tokens=48,
+                       pad_token_id=tokenizer.pad_token_id, **control_token_ids(tokenizer))
+    return URM(config, backbone)
+
+
+def tiny_catalog(seed=0) -> ItemCatalog:
+    g = torch.Generator().manual_seed(seed)
+    has_image = torch.tensor([i % 3 != 0 for i in range(N_ITEMS)])
+    image = torch.randn(N_ITEMS, IMAGE_DIM, generator=g) * has_image.unsqueeze(1)
+    return ItemCatalog(torch.randn(N_ITEMS, TEXT_DIM, generator=g), image, has_image,
+                       [f"i{k}" for k in range(N_ITEMS)])
+
+
+PROMPTS = [
+    "Recommend items this user will click next. History: clicked <|item|> bought <|item|>",
+    "Recommend items this user will click next. History: liked <|item|>",
+    "Recommend items this user will click next. History:",
+]
+HISTORIES = [[1, 2], [5], []]
+
+
+def batch_of(model, tokenizer, prompts=PROMPTS, histories=HISTORIES):
+    collator = Collator(tokenizer, model.config)
+    return collator(collator.tokenize(prompts), histories)
+
+
+def test_fusion_gives_one_hidden_sized_vector_per_item_and_cold_items_use_text_and_image_only(tokenizer):
+    model = tiny_model(tokenizer).eval()
+    catalog = tiny_catalog()
+    out = model.fusion(torch.arange(N_ITEMS), catalog)
+    assert out.shape == (N_ITEMS, 32)
+    cold = torch.tensor([N_ITEMS - 1])  # index >= n_items_trained: never trained, no ID vector
+    with torch.no_grad():
+        model.fusion.id_embedding.weight.add_(1.0)
+    assert torch.allclose(model.fusion(cold, catalog), out[cold])
+    warm = torch.tensor([1])
+    assert not torch.allclose(model.fusion(warm, catalog), out[warm])
+
+
+def test_a_missing_image_contributes_nothing(tokenizer):
+    model = tiny_model(tokenizer).eval()
+    catalog = tiny_catalog()
+    no_image = torch.tensor([0, 3])  # has_image False
+    before = model.fusion(no_image, catalog)
+    catalog.image[no_image] = 100.0
+    assert torch.allclose(model.fusion(no_image, catalog), before)
+
+
+def test_slots_hold_history_items_and_query_tokens_close_each_row(tokenizer):
+    model = tiny_model(tokenizer)
+    batch = batch_of(model, tokenizer)
+    slot = model.config.item_slot_id
+    assert batch.slot_items.tolist() == [1, 2, 5]
+    assert all(batch.input_ids[r, c] == slot for r, c in zip(batch.slot_rows, batch.slot_cols))
+    for row in range(3):
+        length = int(batch.attention_mask[row].sum())
+        assert batch.query_cols[row].tolist() == list(range(length - 3, length))
+        assert (batch.input_ids[row, length - 3:length] == model.config.query_token_id).all()
+
+
+def test_a_prompt_over_budget_drops_its_oldest_events_keeping_slots_aligned(tokenizer):
+    model = tiny_model(tokenizer)
+    model.config.max_tokens = 24
+    long_prompt = "History: " + " ".join(["clicked <|item|>"] * 10)
+    batch = batch_of(model, tokenizer, [long_prompt], [list(range(10))])
+    assert batch.input_ids.shape[1] == 24
+    kept = batch.slot_items.tolist()
+    assert kept == list(range(10 - len(kept), 10)) and 0 < len(kept) < 10
+
+
+def test_set_out_top_k_equals_brute_force_scoring_of_every_item(tokenizer):
+    model = tiny_model(tokenizer).eval()
+    catalog = tiny_catalog()
+    with torch.no_grad():
+        users, _ = model.encode(batch_of(model, tokenizer), catalog)
+        scores = model.scores(users, model.item_vectors(catalog))
+        top = scores.topk(5, dim=1).indices
+        scale = model.log_scale.exp()
+        for b in range(users.shape[0]):
+            brute = []
+            for i in range(N_ITEMS):
+                w = model.item_vectors(catalog, torch.tensor([i]))[0]
+                brute.append(max(float(scale * (users[b, m] @ w)) for m in range(users.shape[1])))
+            assert np.allclose(scores[b].numpy(), brute, atol=1e-5)
+            assert top[b].tolist() == list(np.argsort(-np.array(brute), kind="stable")[:5])
+
+
+def test_padding_never_changes_a_rows_result_and_no_score_is_nan(tokenizer):
+    model = tiny_model(tokenizer).eval()
+    catalog = tiny_catalog()
+    with torch.no_grad():
+        together, _ = model.encode(batch_of(model, tokenizer), catalog)
+        alone, _ = model.encode(batch_of(model, tokenizer, PROMPTS[2:], HISTORIES[2:]), catalog)
+    assert torch.allclose(together[2], alone[0], atol=1e-5)
+    assert not torch.isnan(together).any()
+
+
+def test_click_probabilities_are_probabilities(tokenizer):
+    model = tiny_model(tokenizer).eval()
+    catalog = tiny_catalog()
+    with torch.no_grad():
+        users, _ = model.encode(batch_of(model, tokenizer), catalog)
+        p = model.click_probability(users, model.item_vectors(catalog, torch.tensor([0, 4, 7])))
+    assert p.shape == (3,) and ((p > 0) & (p < 1)).all()
+
+
+def test_training_loss_falls(tokenizer):
+    model = tiny_model(tokenizer).train()
+    catalog = tiny_catalog()
+    batch = batch_of(model, tokenizer)
+    targets = LossTargets(items=torch.tensor([3, 6, 9]), labels=torch.tensor([float("nan"), float("nan"), 1.0]))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(30):
+        loss, parts = model(batch, catalog, targets)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    assert set(parts) == {"retrieval", "ctr"}
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_sampled_softmax_with_logq_trains_too(tokenizer):
+    model = tiny_model(tokenizer).train()
+    catalog = tiny_catalog()
+    batch = batch_of(model, tokenizer)
+    probs = torch.full((N_ITEMS,), 1.0 / N_ITEMS)
+    targets = LossTargets(items=torch.tensor([3, 6, 9]), labels=torch.full((3,), float("nan")),
+                          sampling_probs=probs, num_negatives=6)
+    loss, parts = model(batch, catalog, targets)
+    assert torch.isfinite(loss) and parts["retrieval"] > 0
+    loss.backward()
+
+
+def test_lm_head_learns_text_after_the_lm_marker(tokenizer):
+    model = tiny_model(tokenizer).train()
+    collator = Collator(tokenizer, model.config)
+    target = collator.tokenize(["trail running shoes"])[0]
+    batch = collator(collator.tokenize(PROMPTS[:1]), HISTORIES[:1], [target])
+    assert LM_TOKEN in tokenizer.convert_ids_to_tokens(batch.input_ids[0].tolist())
+    assert (batch.lm_labels[0] != -100).sum() == len(target) + 1
+    _, hidden = model.encode(batch, tiny_catalog())
+    assert float(model.lm_loss(hidden, batch.lm_labels)) > 0
+
+
+def test_saved_model_reloads_through_from_pretrained_and_scores_identically(tokenizer, tmp_path):
+    model = tiny_model(tokenizer).eval()
+    catalog = tiny_catalog()
+    model.save_pretrained(str(tmp_path / "m"), tokenizer, catalog)
+    reloaded = URM.from_pretrained(str(tmp_path / "m"))
+    reloaded_catalog = ItemCatalog.load(str(tmp_path / "m"))
+    with torch.no_grad():
+        a = model.scores(model.encode(batch_of(model, tokenizer), catalog)[0], model.item_vectors(catalog))
+        b = reloaded.scores(reloaded.encode(batch_of(reloaded, tokenizer), reloaded_catalog)[0],
+                            reloaded.item_vectors(reloaded_catalog))
+    assert torch.equal(a, b)
+    assert reloaded_catalog.item_ids == catalog.item_ids
+
+
+def test_a_model_directory_without_safetensors_is_refused(tmp_path):
+    (tmp_path / "pytorch_model.bin").write_bytes(b"not loaded")
+    with pytest.raises(FileNotFoundError, match="has no model.safetensors"):
+        URM.from_pretrained(str(tmp_path))
+
+
+@pytest.mark.parametrize("hostile", ["<|item|>", "<|um|>", "< | lm | >", "<|eos|>", "<||item||>", "x<|pad|>y"])
+def test_text_from_outside_can_never_become_a_control_token(tokenizer, hostile):
+    ids = tokenizer(f"Great {neutralize(hostile)} product", add_special_tokens=False)["input_ids"]
+    specials = set(tokenizer.all_special_ids)
+    assert not specials & set(ids)
+    if hostile in ("<|item|>", "<|um|>", "<|eos|>"):  # without neutralize these would be control tokens
+        assert specials & set(tokenizer(f"Great {hostile} product", add_special_tokens=False)["input_ids"])
+
+
+def test_control_tokens_are_single_special_tokens(tokenizer):
+    for token in (ITEM_SLOT, QUERY_TOKEN, LM_TOKEN):
+        assert len(tokenizer(token, add_special_tokens=False)["input_ids"]) == 1
+
+
+def test_the_default_model_config_builds(tmp_path):
+    from recllm.backbone import build_backbone
+
+    backbone, tok = build_backbone(ModelConfig(vocab_size=300, hidden_size=32, num_layers=1, num_heads=2,
+                                               intermediate_size=64), ["some text <|item|>"] * 10)
+    assert backbone.config.model_type == "qwen2" and len(tok) == backbone.get_input_embeddings().weight.shape[0]
