@@ -6,7 +6,12 @@ write leaves no trace in the log. Readers list the table's files through delta-r
 version, pruned by pushed-down partition filters) and read them with pyarrow in parallel.
 
 Spark hands the source lower-cased options: `path`, `table` (a name in schemas.TABLES),
-`replace_ds` (overwrite only that `ds` partition), `version` (time travel).
+`replace_ds` (overwrite only that `ds` partition), `version` (time travel), `parallelism`
+(read tasks to aim for; default: the driver's cores).
+
+`recllm.lake.Lake.read` itself reads with Spark's native Parquet reader over the file list
+delta-rs gives (about 2.4x faster than going through Python); this reader serves direct
+`spark.read.format("recllm_delta")` use.
 """
 
 from __future__ import annotations
@@ -102,17 +107,19 @@ class DeltaRsWriter(DataSourceArrowWriter):
         self.replace_ds = options.get("replace_ds")
 
     def write(self, batches: Iterator[pa.RecordBatch]) -> FilesWritten:
-        written = FilesWritten()
+        """Stream this task's batches into one Parquet file per partition value."""
+        open_files: dict[tuple, _OpenFile] = {}
         try:
             for batch in batches:
                 if batch.num_rows:
-                    written.files.extend(self._write_batch(batch))
+                    self._write_batch(batch, open_files)
+            return FilesWritten([f.close() for f in open_files.values()])
         except BaseException:
-            self._delete(written.files)
+            for f in open_files.values():
+                f.discard()
             raise
-        return written
 
-    def _write_batch(self, batch: pa.RecordBatch) -> list[FileAdded]:
+    def _write_batch(self, batch: pa.RecordBatch, open_files: dict[tuple, "_OpenFile"]) -> None:
         table = conform_batch(pa.Table.from_batches([batch]), self.contract)
         parts = list(self.contract.partition_by)
         if self.replace_ds is not None:
@@ -122,26 +129,16 @@ class DeltaRsWriter(DataSourceArrowWriter):
                     f"{self.contract.name}: overwrite of ds={self.replace_ds} got rows for "
                     f"ds={stray.to_pylist()[:5]}"
                 )
-        if not parts:
-            return [self._write_file(table, {})]
-        keys = table.select(parts).group_by(parts).aggregate([]).to_pylist()
-        added = []
+        keys = table.select(parts).group_by(parts).aggregate([]).to_pylist() if parts else [{}]
         for key in keys:
-            mask = None
+            rows = table
             for col, value in key.items():
-                cond = pc.equal(table[col], value)
-                mask = cond if mask is None else pc.and_(mask, cond)
-            added.append(self._write_file(table.filter(mask).drop_columns(parts), key))
-        return added
-
-    def _write_file(self, table: pa.Table, partition_values: dict[str, str]) -> FileAdded:
-        folder = "/".join(f"{k}={v}" for k, v in partition_values.items())
-        rel = f"{folder}/" if folder else ""
-        rel += f"part-{uuid.uuid4().hex}.c000.snappy.parquet"
-        full = os.path.join(self.path, rel)
-        os.makedirs(os.path.dirname(full), exist_ok=True)
-        pq.write_table(table, full, compression="snappy")
-        return FileAdded(rel, os.path.getsize(full), partition_values, table.num_rows)
+                rows = rows.filter(pc.equal(rows[col], value))
+            rows = rows.drop_columns(parts)
+            handle = tuple(key.items())
+            if handle not in open_files:
+                open_files[handle] = _OpenFile(self.path, key, rows.schema)
+            open_files[handle].write(rows)
 
     def _delete(self, files: list[FileAdded]) -> None:
         for f in files:
@@ -190,11 +187,40 @@ class DeltaRsWriter(DataSourceArrowWriter):
         self._delete([f for m in messages if m is not None for f in m.files])
 
 
+class _OpenFile:
+    """One Parquet file being written by a task, under its partition folder."""
+
+    def __init__(self, root: str, partition_values: dict[str, str], schema: pa.Schema):
+        folder = "/".join(f"{k}={v}" for k, v in partition_values.items())
+        self.rel = (f"{folder}/" if folder else "") + f"part-{uuid.uuid4().hex}.c000.snappy.parquet"
+        self.full = os.path.join(root, self.rel)
+        os.makedirs(os.path.dirname(self.full), exist_ok=True)
+        self.partition_values = partition_values
+        self.rows = 0
+        self.writer = pq.ParquetWriter(self.full, schema, compression="snappy")
+
+    def write(self, table: pa.Table) -> None:
+        self.writer.write_table(table)
+        self.rows += table.num_rows
+
+    def close(self) -> FileAdded:
+        self.writer.close()
+        return FileAdded(self.rel, os.path.getsize(self.full), self.partition_values, self.rows)
+
+    def discard(self) -> None:
+        try:
+            self.writer.close()
+        finally:
+            if os.path.exists(self.full):
+                os.remove(self.full)
+
+
 class DeltaRsReader(DataSourceReader):
     def __init__(self, options: dict, schema: StructType):
         self.path = options["path"]
         self.version = int(options["version"]) if options.get("version") not in (None, "") else None
         self.schema = schema
+        self.parallelism = int(options.get("parallelism") or os.cpu_count() or 1)
         self.partition_filters: list[tuple[str, str, object]] = []
 
     def pushFilters(self, filters: list[Filter]) -> Iterator[Filter]:
@@ -212,14 +238,17 @@ class DeltaRsReader(DataSourceReader):
         from deltalake import DeltaTable
 
         dt = DeltaTable(self.path, version=self.version)
-        actions = pa.table(dt.get_add_actions(flatten=True)).to_pylist()
-        groups: list[FileGroup] = []
-        size = TARGET_READ_PARTITION_BYTES
-        for a in actions:
+        actions = []
+        for a in pa.table(dt.get_add_actions(flatten=True)).to_pylist():
             values = {k[len("partition.") :]: v for k, v in a.items() if k.startswith("partition.")}
-            if not _matches(values, self.partition_filters):
-                continue
-            if size + a["size_bytes"] > TARGET_READ_PARTITION_BYTES:
+            if _matches(values, self.partition_filters):
+                actions.append((a, values))
+        total = sum(a["size_bytes"] for a, _ in actions)
+        target = min(TARGET_READ_PARTITION_BYTES, max(1, -(-total // self.parallelism)))
+        groups: list[FileGroup] = []
+        size = target
+        for a, values in actions:
+            if size + a["size_bytes"] > target:
                 groups.append(FileGroup([]))
                 size = 0
             groups[-1].files.append((os.path.join(self.path, a["path"]), values))

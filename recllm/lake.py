@@ -155,18 +155,26 @@ class Lake:
             name = self.qualified_name(table)
             df = reader.table(name) if name and version is None else reader.load(self.location(table))
         else:
-            reader = (
-                self.spark.read.format(FORMAT_NAME)
-                .schema(contract.spark)
-                .option("path", self.location(table))
-                .option("table", table)
-            )
-            if version is not None:
-                reader = reader.option("version", str(version))
-            df = reader.load()
+            df = self._read_files(contract, version, ds)
         if ds is not None:
             df = df.where(F.col("ds") == check_ds(ds))
         return df
+
+    def _read_files(self, contract: TableSchema, version: int | None, ds: str | None) -> DataFrame:
+        """Spark's own Parquet reader over the file list delta-rs gives for the version (and day)."""
+        from deltalake import DeltaTable
+
+        dt = DeltaTable(self.location(contract.name), version=version)
+        filters = [("ds", "=", check_ds(ds))] if ds is not None and "ds" in contract.partition_by else None
+        files = dt.file_uris(partition_filters=filters)
+        if not files:
+            return self.spark.createDataFrame([], contract.spark)
+        return (
+            self.spark.read.schema(contract.spark)
+            .option("basePath", self.location(contract.name))
+            .parquet(*files)
+            .select(*contract.column_names)
+        )
 
     def read_or_empty(self, table: str) -> DataFrame:
         """The table, or an empty frame with its schema when no job has written it yet."""

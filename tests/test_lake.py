@@ -233,3 +233,18 @@ def test_bad_identifiers_and_dates_are_refused(spark, lake):
     with pytest.raises(ValueError, match="YYYY-MM-DD"):
         lake.read("metrics", ds="2026/01/01") if lake.exists("metrics") else lake.overwrite_partition(
             "metrics", sample_df(spark, "metrics"), "2026/01/01")
+
+
+def test_the_data_source_reads_versions_and_prunes_partitions_by_itself(spark, lake):
+    day1 = sample_df(spark, "metrics", ds="2026-01-01")
+    lake.overwrite_partition("metrics", day1, "2026-01-01")
+    lake.overwrite_partition("metrics", sample_df(spark, "metrics", ds="2026-01-02"), "2026-01-02")
+    def source():
+        return spark.read.format("recllm_delta").option("path", lake.location("metrics")).option("table", "metrics")
+
+    pruned = source().load().where("ds = '2026-01-01'")
+    assert "Filter (" not in pruned._jdf.queryExecution().executedPlan().toString()
+    assert_df_equality(pruned, day1, ignore_row_order=True, ignore_nullable=True, ignore_metadata=True)
+    assert_df_equality(source().option("version", "0").load(), day1, ignore_row_order=True, ignore_nullable=True,
+                       ignore_metadata=True)
+    assert source().load().count() == 8

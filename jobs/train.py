@@ -1,0 +1,34 @@
+"""Fine-tune the URM model on the day's prompts with TorchDistributor; registers a model version.
+
+    python -m jobs.train --ds 2026-01-03 --config jobs/conf/default.yaml [--num-processes 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from jobs.common import open_lake, parser, run
+from recllm.training import run_training
+
+log = logging.getLogger("recllm.jobs.train")
+
+
+def main(args: argparse.Namespace) -> None:
+    config, lake = open_lake(args)
+    result = run_training(lake, args.ds, config, num_processes=args.num_processes)
+    log.info(
+        "model %s: best valid recall@%d %.4f at epoch %d (%d epochs, %d steps, %.0f examples/s) -> %s",
+        result["model_version"], config.train.eval_k, result["best_valid_recall"], result["best_epoch"],
+        result["epochs_run"], result["steps"], result["examples_per_s"], result["path"],
+    )
+
+
+def cli(argv: list[str] | None = None) -> None:
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--num-processes", type=int, default=None, help="training processes (default: train.num_processes)")
+    run("train", main, p.parse_args(argv))
+
+
+if __name__ == "__main__":
+    cli()
