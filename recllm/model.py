@@ -164,7 +164,10 @@ class URM(nn.Module):
         )
         h = config.hidden_size
         self.fusion = ItemFusion(config)
-        self.query_tokens = nn.Parameter(torch.randn(config.n_query_tokens, h) * 0.02)
+        # Zero-initialised: a random embedding would outweigh the (small) attention output of a
+        # freshly initialised backbone after its final norm, so every user would start with the
+        # same vector and the history would barely move it.
+        self.query_tokens = nn.Parameter(torch.zeros(config.n_query_tokens, h))
         self.user_head = mlp(h, config.out_dim)
         self.item_head = mlp(h, config.out_dim)
         self.log_scale = nn.Parameter(torch.tensor(math.log(config.init_scale)))

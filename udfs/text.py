@@ -1,0 +1,43 @@
+"""Spark binding of the text encoder: a pandas UDF from item text to its frozen embedding.
+
+    embed = text_embedding_udf("minilm", batch_size=64)
+    items.select("item_id", embed("text").alias("text_embedding"))
+
+Built on `pyspark.ml.functions.predict_batch_udf`: each Python worker builds the predict
+function once, and the model behind it comes from `recllm.text_encoder`'s module-level
+cache, so a worker loads the model once however many tasks and queries it serves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+from pyspark.ml.functions import predict_batch_udf
+from pyspark.sql.types import ArrayType, FloatType
+
+from recllm.text_encoder import resolve_encoder_path
+
+
+def text_embedding_udf(encoder_path: str, batch_size: int = 64):
+    """A pandas UDF: string column -> array<float> L2-normalised embedding, `batch_size` rows per model call."""
+    path = resolve_encoder_path(encoder_path)
+    return predict_batch_udf(
+        _make_predict_fn(path, batch_size), return_type=ArrayType(FloatType()), batch_size=batch_size
+    )
+
+
+def _make_predict_fn(path: str, batch_size: int) -> Callable[[], Callable[[np.ndarray], np.ndarray]]:
+    """The per-worker factory predict_batch_udf calls: loads (or reuses) the encoder, returns predict."""
+
+    def make_predict_fn() -> Callable[[np.ndarray], np.ndarray]:
+        from recllm.text_encoder import encode_texts, load_text_encoder
+
+        load_text_encoder(path)
+
+        def predict(texts: np.ndarray) -> np.ndarray:
+            return encode_texts(texts.tolist(), path, batch_size)
+
+        return predict
+
+    return make_predict_fn
