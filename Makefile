@@ -23,6 +23,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) scripts/bench_lake.py
+	$(PY) scripts/bench_train.py --movielens ../shared/datasets/ml-latest-small
 
 clean-lake:
 	rm -rf lake spark-warehouse

@@ -1,6 +1,11 @@
-"""The demo: build the embedded lakehouse from the synthetic generator and ingest a few days.
+"""The demo: build the embedded lakehouse from the synthetic generator and run the nightly pipeline.
 
-    python -m jobs.demo --config jobs/conf/default.yaml [--days 3]
+    python -m jobs.demo --config jobs/conf/default.yaml [--days 4]
+
+Day by day: land the generator's raw rows, then `jobs.nightly` for that date (the first
+nights only ingest and build prompts until there is enough history to train). Ends with
+where the tables are and a readable sample: one user's recent history with today's
+candidates, a CTR score and a cold-start fill.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ import logging
 from pyspark.sql import functions as F
 
 from jobs.common import open_lake, parser, run
-from recllm.ingest import run_ingest
+from jobs.nightly import run_nightly
 from recllm.landing import land_day
 from recllm.synthetic import SyntheticConfig, generate
 
@@ -20,40 +25,47 @@ log = logging.getLogger("recllm.jobs.demo")
 
 def main(args: argparse.Namespace) -> None:
     config, lake = open_lake(args)
+    config.nightly.retrain_every_days = max(config.nightly.retrain_every_days, args.days)
     days, _ = generate(SyntheticConfig(seed=args.seed, n_users=args.users, n_items=args.items, n_days=args.days,
                                        start_ds=args.ds or SyntheticConfig.start_ds))
     for day in days:
         land_day(lake, day)
-        report = run_ingest(lake, day.ds, config.ingest)
-        print(f"\n== ds={day.ds}")
-        for line in report.lines():
-            print("  " + line)
+        print(f"\n== nightly ds={day.ds}")
+        for name, seconds, summary in run_nightly(lake, day.ds, config):
+            print(f"  {name:<9} {seconds:6.1f}s  {summary}")
     show_sample(lake, days[-1].ds)
 
 
 def show_sample(lake, ds: str) -> None:
     """Print where the tables are and a readable sample an analyst would look at first."""
-    print(f"\nTables ({lake.backend} backend) under {lake.root}:")
+    print(f"\nTables ({lake.backend} backend) under {lake.root}; query them by name in Spark SQL:")
     for name in lake.register_views():
-        print(f"  {name:<12} version {lake.version(name):>3}  {lake.location(name)}")
+        print(f"  {name:<17} version {lake.version(name):>3}  {lake.location(name)}")
     spark = lake.spark
-    print(f"\nQuarantined rows by reason on {ds} (SELECT ... FROM quarantine):")
-    spark.sql(f"SELECT source_table, reason, count(*) AS n FROM quarantine WHERE ds = '{ds}' "
-              "GROUP BY 1, 2 ORDER BY 1, 2").show(30, truncate=False)
-    user = spark.sql(f"SELECT user_id FROM events WHERE ds = '{ds}' AND event_type = 'click' "
-                     "GROUP BY 1 ORDER BY count(*) DESC, user_id LIMIT 1").first()
-    if user is None:
+    titles = lake.read("items").select("item_id", "title", "category")
+    if not lake.exists("candidates") or lake.read("candidates", ds=ds).count() == 0:
+        print("\nNo candidates yet: run more days.")
         return
-    print(f"Recent history of user {user.user_id}:")
-    (lake.read("events").where(F.col("user_id") == user.user_id).where(F.col("event_type") != "impression")
-     .join(lake.read("items").select("item_id", "title", "category"), "item_id")
-     .orderBy(F.col("ts").desc()).select("ts", "event_type", "scenario", "title", "category")
-     .show(10, truncate=40))
+    user = spark.sql(f"SELECT user_id FROM candidates WHERE ds = '{ds}' AND objective = 'click' "
+                     "ORDER BY user_id LIMIT 1").first().user_id
+    print(f"\nUser {user}: recent history")
+    (lake.read("events").where(F.col("user_id") == user).where(F.col("event_type") != "impression")
+     .join(titles, "item_id").orderBy(F.col("ts").desc()).select("ts", "event_type", "title", "category")
+     .show(6, truncate=40))
+    print(f"Today's click candidates for {user} (with p_click where scored):")
+    (lake.read("candidates", ds=ds).where((F.col("user_id") == user) & (F.col("objective") == "click"))
+     .join(titles, "item_id").join(lake.read("ctr_scores", ds=ds).select("user_id", "item_id", "p_click")
+                                   .dropDuplicates(["user_id", "item_id"]), ["user_id", "item_id"], "left")
+     .orderBy("rank").select("rank", "title", "category", F.round("score", 2).alias("score"),
+                             F.round("p_click", 3).alias("p_click")).show(10, truncate=40))
+    print("A cold-start fill (a new item placed with the users most likely to want it):")
+    (lake.read("cold_start_fills", ds=ds).join(titles, "item_id").orderBy("reason", "item_id", "rank")
+     .select("reason", "user_id", "rank", "title", "category", F.round("score", 2).alias("score")).show(5, truncate=40))
 
 
 def cli(argv: list[str] | None = None) -> None:
     p = parser(__doc__.splitlines()[0], needs_ds=False)
-    p.add_argument("--days", type=int, default=3)
+    p.add_argument("--days", type=int, default=4)
     p.add_argument("--seed", type=int, default=SyntheticConfig.seed)
     p.add_argument("--users", type=int, default=SyntheticConfig.n_users)
     p.add_argument("--items", type=int, default=SyntheticConfig.n_items)

@@ -75,6 +75,7 @@ def build_backbone(config: ModelConfig, texts: Iterable[str]) -> tuple[nn.Module
             bos_token_id=tokenizer.bos_token_id,
             eos_token_id=tokenizer.eos_token_id,
             tie_word_embeddings=True,
+            initializer_range=config.initializer_range,
         )
         return AutoModel.from_config(backbone_config), tokenizer
     path = resolve_backbone_path(config.backbone)

@@ -72,6 +72,7 @@ class ModelConfig:
     num_layers: int = 2
     num_heads: int = 4
     intermediate_size: int = 256
+    initializer_range: float = 0.05  # default backbone only; HF's 0.02 learned far slower here
     vocab_size: int = 4000
     max_tokens: int = 256
     n_query_tokens: int = 4
@@ -104,6 +105,28 @@ class TrainConfig:
 
 
 @dataclass
+class ScoreConfig:
+    model_version: str = "latest"  # "latest" (newest created_at in `models`) or a version id
+    top_k: int = 50  # candidates per user and objective
+    batch_size: int = 256  # prompts per forward pass
+    chunk_size: int = 65536  # catalogue items scored at once; memory ~ batch_size x n_query_tokens x chunk_size x 4 bytes
+    device: str = "auto"  # auto (cuda when present) | cpu | cuda
+    torch_threads: int = 1  # torch CPU threads per Spark task (0: leave torch's default)
+    exclude_purchased: bool = True  # drop items the user bought up to ds from candidates and fills
+    ctr_top_n: int = 10  # p_click for each user's top-n candidates of every objective
+    cold_item_users: int = 20  # each new item is placed with its top-N users
+    new_user_k: int = 20  # fills per new user, from profile and objective text alone
+    cold_objective: str = "click"  # objective whose prompts rank users for new items and build new-user prompts
+    requests_table: str = ""  # optional table name or path of (user_id, item_id, scenario[, ds]) pairs to score
+    work_root: str = "scoring"  # driver writes the day's catalogue snapshot here; executors read it (shared storage on a cluster)
+
+
+@dataclass
+class NightlyConfig:
+    retrain_every_days: int = 1  # train when the latest model is this many days old (1: every night)
+
+
+@dataclass
 class RecllmConfig:
     lake: LakeConfig = field(default_factory=LakeConfig)
     spark: SparkConfig = field(default_factory=SparkConfig)
@@ -112,6 +135,8 @@ class RecllmConfig:
     prompts: PromptsConfig = field(default_factory=PromptsConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    score: ScoreConfig = field(default_factory=ScoreConfig)
+    nightly: NightlyConfig = field(default_factory=NightlyConfig)
 
 
 def _build(cls, data, path: str):

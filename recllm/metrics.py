@@ -31,3 +31,34 @@ def ndcg_at_k(ranked: np.ndarray, targets: np.ndarray, k: int) -> float:
         return float("nan")
     pos = hit_positions(np.asarray(ranked)[:, :k], targets)
     return float(np.where(pos >= 0, 1.0 / np.log2(pos + 2.0), 0.0).mean())
+
+
+def auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Area under the ROC curve (ties count half); nan when only one class is present."""
+    labels = np.asarray(labels, dtype=bool)
+    scores = np.nan_to_num(np.asarray(scores, dtype=np.float64), nan=-np.inf)
+    n_pos, n_neg = labels.sum(), (~labels).sum()
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    order = np.argsort(scores, kind="mergesort")
+    ranks = np.empty(len(scores))
+    sorted_scores = scores[order]
+    start = 0
+    for end in range(1, len(scores) + 1):
+        if end == len(scores) or sorted_scores[end] != sorted_scores[start]:
+            ranks[order[start:end]] = (start + end + 1) / 2.0
+            start = end
+    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def log_loss(labels: np.ndarray, probs: np.ndarray, eps: float = 1e-7) -> float:
+    """Mean binary cross-entropy of probabilities against 0/1 labels."""
+    p = np.clip(np.nan_to_num(np.asarray(probs, dtype=np.float64), nan=0.5), eps, 1 - eps)
+    y = np.asarray(labels, dtype=np.float64)
+    return float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean()) if len(y) else float("nan")
+
+
+def coverage(ranked: np.ndarray, n_items: int) -> float:
+    """Share of the catalogue that appears in at least one top-K list."""
+    ranked = np.asarray(ranked)
+    return float(len(np.unique(ranked[ranked >= 0])) / n_items) if n_items else float("nan")

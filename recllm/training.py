@@ -502,3 +502,23 @@ def register_model(lake, ds: str, config, plan: dict, result: dict) -> None:
         "metrics_json": json.dumps({k: v for k, v in result.items() if k != "history"}, sort_keys=True),
     }
     lake.merge("models", lake.spark.createDataFrame([row], MODELS.spark))
+
+
+def training_decision(lake, ds: str, config) -> tuple[bool, str]:
+    """Whether the nightly run should train for `ds`, and why (or why not)."""
+    import datetime as dt
+
+    from pyspark.sql import functions as SF
+
+    counts = {r["split"]: r["n"] for r in lake.read("prompts", ds=ds).where(SF.col("objective") != "ctr")
+              .groupBy("split").agg(SF.count("*").alias("n")).collect()}
+    if not counts.get("train") or not counts.get("valid"):
+        return False, f"not enough history yet (train={counts.get('train', 0)}, valid={counts.get('valid', 0)} examples)"
+    if not lake.exists("models") or lake.read("models").count() == 0:
+        return True, "no model yet"
+    latest = lake.read("models").orderBy(SF.desc("created_at")).first()
+    age = (dt.date.fromisoformat(ds) - dt.date.fromisoformat(latest.ds)).days
+    every = config.nightly.retrain_every_days
+    if age >= every or age < 0:
+        return True, f"latest model {latest.model_version} is {age} day(s) old (retrain every {every})"
+    return False, f"reusing {latest.model_version} ({age} day(s) old, retrain every {every})"

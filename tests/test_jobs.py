@@ -16,12 +16,23 @@ def config_file(tmp_path, spark):
     return str(path)
 
 
-def test_the_demo_lands_and_ingests_days_and_shows_a_sample(config_file, capsys):
-    demo.cli(["--config", config_file, "--days", "2", "--users", "30", "--items", "40", "--log-level", "WARNING"])
+SMALL_MODEL = """
+model: {hidden_size: 32, num_layers: 1, num_heads: 2, intermediate_size: 64, vocab_size: 600}
+train: {epochs: 2, batch_size: 64, num_processes: 1, model_root: %s}
+score: {work_root: %s, top_k: 10}
+"""
+
+
+def test_the_demo_runs_the_nightly_pipeline_end_to_end_and_shows_a_sample(config_file, tmp_path, capsys):
+    with open(config_file, "a") as f:
+        f.write(SMALL_MODEL % (tmp_path / "models", tmp_path / "scoring"))
+    demo.cli(["--config", config_file, "--days", "4", "--users", "30", "--items", "40", "--log-level", "WARNING"])
     out = capsys.readouterr().out
-    assert "== ds=2026-01-02" in out
-    assert "events_raw: in=" in out and "quarantine" in out
-    assert "Recent history of user" in out
+    assert "== nightly ds=2026-01-04" in out
+    assert "train     " in out and "skipped: not enough history yet" in out
+    assert "reusing urm-2026-01-03" in out
+    assert "candidates=" in out and "metric rows" in out
+    assert "Today's click candidates for" in out and "A cold-start fill" in out
 
 
 def test_land_then_ingest_from_the_command_line_and_rerun_safely(config_file, spark, caplog):
@@ -47,3 +58,26 @@ def test_a_malformed_config_fails_with_exit_1_naming_the_key(tmp_path, caplog):
         ingest.cli(["--ds", "2026-03-01", "--config", str(path)])
     assert exit_.value.code == 1
     assert "lake.rooot" in caplog.text
+
+
+def test_the_airflow_dag_and_databricks_job_call_exactly_the_entry_points_with_the_run_date():
+    import ast
+    import importlib
+    import json
+    from pathlib import Path
+
+    from jobs.cli import JOBS
+
+    root = Path(__file__).resolve().parents[1] / "jobs" / "orchestration"
+    dag = ast.parse((root / "airflow_dag.py").read_text())
+    steps = next(ast.literal_eval(n.value) for n in ast.walk(dag)
+                 if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "STEPS")
+    command = next(n for n in ast.walk(dag) if isinstance(n, ast.keyword) and n.arg == "bash_command")
+    template = "".join(v.value for v in command.value.values if isinstance(v, ast.Constant))
+    assert "python -m jobs." in template and "--ds {{ ds }}" in template
+    databricks = json.loads((root / "databricks_job.json").read_text())
+    tasks = [(t["task_key"], t["python_wheel_task"]["parameters"]) for t in databricks["tasks"]]
+    assert [k for k, _ in tasks] == list(steps)
+    for step, params in tasks:
+        assert step in JOBS and params[:3] == [step, "--ds", "{{job.parameters.ds}}"]
+        assert callable(importlib.import_module(f"jobs.{step}").cli)

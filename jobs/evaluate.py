@@ -1,0 +1,35 @@
+"""Evaluate a model version and baselines on the day's test split; rows go to `metrics`.
+
+    python -m jobs.evaluate --ds 2026-01-04 --config jobs/conf/default.yaml [--model-version V]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from jobs.common import open_lake, parser, run
+from recllm.evaluation import evaluate, write_metrics
+from recllm.scoring import resolve_model
+
+log = logging.getLogger("recllm.jobs.evaluate")
+
+
+def main(args: argparse.Namespace) -> None:
+    config, lake = open_lake(args)
+    model = resolve_model(lake, args.model_version or config.score.model_version)
+    frame = evaluate(lake, args.ds, model.path, model.version)
+    n = write_metrics(lake, frame, args.ds)
+    log.info("evaluate ds=%s model %s: %d metric rows", args.ds, model.version, n)
+    for row in frame[(frame.metric.isin(["recall", "auc"])) & (frame.k.isin([0, 10]))].itertuples():
+        log.info("  %-20s %-12s %s@%d = %.4f (n=%d)", row.task, row.model, row.metric, row.k, row.value, row.n)
+
+
+def cli(argv: list[str] | None = None) -> None:
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--model-version", default=None, help="default: score.model_version (latest)")
+    run("evaluate", main, p.parse_args(argv))
+
+
+if __name__ == "__main__":
+    cli()

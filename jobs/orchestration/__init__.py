@@ -1,0 +1,1 @@
+"""Scheduler definitions (Airflow DAG, Databricks job) that call the jobs entry points."""

@@ -1,0 +1,42 @@
+"""Metrics match hand-computed values, and a NaN score is never a hit."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from recllm.metrics import auc, coverage, hit_positions, log_loss, ndcg_at_k, recall_at_k
+
+RANKED = np.array([[3, 1, 2], [0, 4, 5], [7, 8, -1]])
+TARGETS = np.array([1, 9, 7])
+
+
+def test_hit_positions_and_recall_by_hand():
+    assert hit_positions(RANKED, TARGETS).tolist() == [1, -1, 0]
+    assert recall_at_k(RANKED, TARGETS, 1) == pytest.approx(1 / 3)
+    assert recall_at_k(RANKED, TARGETS, 2) == pytest.approx(2 / 3)
+
+
+def test_ndcg_by_hand():
+    assert ndcg_at_k(RANKED, TARGETS, 3) == pytest.approx((1 / math.log2(3) + 0 + 1) / 3)
+
+
+def test_an_empty_position_is_never_a_hit():
+    assert recall_at_k(np.array([[-1, -1]]), np.array([-1]), 2) == 0.0
+
+
+def test_auc_by_hand_with_ties():
+    # positives 0.9, 0.5; negatives 0.5, 0.1: pairs (0.9>0.5, 0.9>0.1, 0.5=0.5 -> half, 0.5>0.1) = 3.5/4
+    assert auc(np.array([1, 1, 0, 0]), np.array([0.9, 0.5, 0.5, 0.1])) == pytest.approx(0.875)
+    assert math.isnan(auc(np.array([1, 1]), np.array([0.2, 0.3])))
+
+
+def test_a_nan_score_ranks_last_in_auc():
+    assert auc(np.array([1, 0]), np.array([np.nan, 0.1])) == 0.0
+
+
+def test_log_loss_and_coverage_by_hand():
+    assert log_loss(np.array([1, 0]), np.array([0.8, 0.4])) == pytest.approx(-(math.log(0.8) + math.log(0.6)) / 2)
+    assert coverage(RANKED, 10) == pytest.approx(8 / 10)

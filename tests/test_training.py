@@ -1,0 +1,160 @@
+"""Fine-tuning end to end: a real 2-process TorchDistributor run on synthetic data with known tastes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from pyspark.sql import functions as F
+
+from recllm.config import load_config
+from recllm.features import run_features
+from recllm.inference import Scorer
+from recllm.ingest import run_ingest
+from recllm.lake import Lake
+from recllm.landing import land_day
+from recllm.metrics import recall_at_k
+from recllm.model import URM
+from recllm.prompts import run_prompts
+from recllm.synthetic import SyntheticConfig, generate
+from recllm.training import catalog_from_features, load_checkpoint, prepare_training, run_training, train_fn
+from udfs.text import text_embedding_udf
+
+K = 10
+
+
+@pytest.fixture(scope="module")
+def world(spark, tmp_path_factory):
+    """Three ingested days with features and prompts as of day 3; day 4 landed later by tests."""
+    root = tmp_path_factory.mktemp("training")
+    lake = Lake(spark, root=str(root / "lake"), backend="deltars")
+    days, truth = generate(SyntheticConfig(seed=11, n_users=200, n_items=90, n_days=4, impressions_per_user_day=14))
+    config = load_config(overrides={
+        "train": {"model_root": str(root / "models"), "epochs": 8, "patience": 3, "batch_size": 64,
+                  "checkpoint_every_steps": 10, "num_processes": 2},
+        "prompts": {"history_length": 15},
+    })
+    embed = text_embedding_udf(config.features.text_encoder, config.features.batch_size)
+    for day in days[:3]:
+        land_day(lake, day)
+        run_ingest(lake, day.ds, config.ingest)
+    ds = days[2].ds
+    run_features(lake, ds, config.features, embed)
+    run_prompts(lake, ds, config.prompts)
+    return {"lake": lake, "config": config, "days": days, "truth": truth, "ds": ds, "embed": embed}
+
+
+@pytest.fixture(scope="module")
+def trained(world):
+    result = run_training(world["lake"], world["ds"], world["config"], num_processes=2)
+    return result
+
+
+def test_a_two_process_torchdistributor_run_trains_and_registers_a_model(world, trained):
+    assert trained["world_size"] == 2 and trained["device"] == "cpu"
+    losses = [h["loss"] for h in trained["history"]]
+    assert losses[-1] < losses[0]
+    row = world["lake"].read("models").where(F.col("model_version") == trained["model_version"]).first()
+    assert row is not None and row.path == trained["path"] and row.data_end_ds == world["ds"]
+    assert os.path.exists(os.path.join(trained["path"], "model.safetensors"))
+    URM.from_pretrained(trained["path"])
+
+
+def _test_examples(lake, ds, objective="click"):
+    rows = (lake.read("prompts", ds=ds).where(F.col("split") == "test").where(F.col("objective") == objective)
+            .select("prompt_text", "history_item_ids", "target_item_ids").collect())
+    return [r.prompt_text for r in rows], [list(r.history_item_ids) for r in rows], [r.target_item_ids[0] for r in rows]
+
+
+def test_the_trained_model_beats_popularity_by_a_wide_margin(world, trained):
+    lake, ds = world["lake"], world["ds"]
+    scorer = Scorer.load(trained["path"])
+    prompts, histories, targets = _test_examples(lake, ds)
+    assert len(targets) > 50
+    ranked, _ = scorer.top_k(scorer.user_vectors(prompts, histories), K)
+    target_idx = np.array([scorer.index[t] for t in targets])
+    model_recall = recall_at_k(ranked, target_idx, K)
+
+    clicks = (lake.read("prompts", ds=ds).where("split = 'train' AND objective = 'click'")
+              .select(F.explode("target_item_ids").alias("item_id")).groupBy("item_id").count()
+              .orderBy(F.desc("count"), "item_id").limit(K).collect())
+    popular = np.array([[scorer.index[r.item_id] for r in clicks]] * len(targets))
+    popularity_recall = recall_at_k(popular, target_idx, K)
+    print(f"recall@{K}: model {model_recall:.4f} popularity {popularity_recall:.4f}")
+    assert model_recall > 1.15 * popularity_recall
+
+
+def test_cold_items_reach_users_whose_tastes_match_their_category(world, trained):
+    lake, truth, days, config = world["lake"], world["truth"], world["days"], world["config"]
+    land_day(lake, days[3])
+    run_ingest(lake, days[3].ds, config.ingest)
+    run_features(lake, days[3].ds, config.features, world["embed"])
+    features = lake.read("item_features").toPandas()
+    scorer = Scorer.load(trained["path"], catalog=catalog_from_features(features))
+    n_trained = scorer.model.config.n_items_trained
+    cold = [i for i in range(n_trained, len(scorer.catalog))]
+    assert cold, "day 4 brought items the model never saw"
+
+    infer = lake.read("prompts", ds=world["ds"]).where("split = 'infer' AND objective = 'click'").collect()
+    users = scorer.user_vectors([r.prompt_text for r in infer], [list(r.history_item_ids) for r in infer])
+    scores = scorer.model.scores(users, scorer.item_vectors[cold]).detach().numpy()
+    user_index = {u: k for k, u in enumerate(truth.user_ids)}
+    item_index = {i: k for k, i in enumerate(truth.item_ids)}
+    favourite = np.array([truth.user_taste[user_index[r.user_id]].argmax() for r in infer])
+    wins = []
+    for c, item in enumerate(cold):
+        category = truth.item_category[item_index[scorer.catalog.item_ids[item]]]
+        fans = favourite == category
+        if fans.any() and (~fans).any():
+            wins.append(scores[fans, c].mean() > scores[~fans, c].mean())
+    print(f"cold items preferred by matching users: {sum(wins)}/{len(wins)}")
+    assert len(wins) >= 3 and np.mean(wins) >= 0.8
+
+
+def test_a_run_killed_after_a_checkpoint_resumes_and_finishes(world, tmp_path):
+    config = load_config(overrides={
+        "train": {"model_root": str(tmp_path / "models"), "epochs": 2, "batch_size": 32,
+                  "checkpoint_every_steps": 2, "max_train_examples": 400},
+    })
+    plan = prepare_training(world["lake"], world["ds"], config)
+    latest = os.path.join(plan["work_dir"], "checkpoints", "latest", "state.json")
+    code = f"import json, sys; from recllm.training import train_fn; train_fn(json.load(open({str(tmp_path / 'plan.json')!r})))"
+    import json
+
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    proc = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "WORLD_SIZE": "1", "RANK": "0"})
+    deadline = time.time() + 120
+    while not os.path.exists(latest) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert os.path.exists(latest), "the run wrote a checkpoint"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+    result = train_fn(plan)
+    assert result["resumed_from_step"] >= 2
+    assert result["epochs_run"] == 2
+    assert os.path.exists(os.path.join(plan["work_dir"], "best", "model.safetensors"))
+
+
+def test_a_corrupted_checkpoint_is_named_in_the_error(world, tmp_path):
+    config = load_config(overrides={"train": {"model_root": str(tmp_path / "models"), "epochs": 1,
+                                               "checkpoint_every_steps": 1, "max_train_examples": 64}})
+    plan = prepare_training(world["lake"], world["ds"], config)
+    train_fn(plan)
+    latest = os.path.join(plan["work_dir"], "checkpoints", "latest")
+    with open(os.path.join(latest, "model.safetensors"), "r+b") as f:
+        f.write(b"garbage!")
+    model = URM.from_pretrained(os.path.join(plan["work_dir"], "initial"))
+    import torch
+
+    with pytest.raises(RuntimeError, match=f"checkpoint {latest} is corrupted"):
+        load_checkpoint(plan["work_dir"], model, torch.optim.AdamW(model.parameters()), "cpu")
+    os.remove(os.path.join(latest, "optimizer.safetensors"))
+    with pytest.raises(FileNotFoundError, match="missing optimizer.safetensors"):
+        load_checkpoint(plan["work_dir"], model, torch.optim.AdamW(model.parameters()), "cpu")
