@@ -1,0 +1,39 @@
+"""Score a day with a registered model: candidates, ctr_scores and cold_start_fills for that ds.
+
+    python -m jobs.score --ds 2026-01-03 --config jobs/conf/default.yaml [--model-version V]
+
+The model version defaults to `score.model_version` (`latest`: the newest in `models`). An
+unknown version fails naming the known ones, before anything is written. A day without
+inference prompts writes empty partitions and logs a warning. Safe to rerun: each table's
+`ds` partition is replaced in one transaction. See `udfs.scoring` for what each table holds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from jobs.common import open_lake, parser, run
+from udfs.scoring import run_scoring
+
+log = logging.getLogger("recllm.jobs.score")
+
+
+def main(args: argparse.Namespace) -> None:
+    config, lake = open_lake(args)
+    report = run_scoring(lake, args.ds, config, model_version=args.model_version)
+    log.info(
+        "score ds=%s model %s: candidates=%d ctr_scores=%d cold_start_fills=%d new_items=%d new_users=%d%s",
+        report.ds, report.model_version, report.candidates, report.ctr_scores, report.cold_start_fills,
+        report.new_items, report.new_users, " (empty day)" if report.empty_day else "",
+    )
+
+
+def cli(argv: list[str] | None = None) -> None:
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--model-version", default=None, help="model version to score with (default: score.model_version)")
+    run("score", main, p.parse_args(argv))
+
+
+if __name__ == "__main__":
+    cli()
