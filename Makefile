@@ -24,6 +24,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) scripts/bench_lake.py
 	$(PY) scripts/bench_train.py --movielens ../shared/datasets/ml-latest-small
+	$(PY) scripts/bench_scoring.py
 
 clean-lake:
 	rm -rf lake spark-warehouse

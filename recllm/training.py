@@ -410,6 +410,7 @@ def prepare_training(lake, ds: str, config) -> dict:
     initial = os.path.join(work, INITIAL_DIR)
     if not os.path.exists(os.path.join(initial, "model.safetensors")):
         texts = _tokenizer_corpus(files, lm_texts)
+        torch.manual_seed(config.train.seed)
         backbone, tokenizer = build_backbone(config.model, texts)
         m = config.model
         urm_config = URMConfig(
@@ -427,7 +428,6 @@ def prepare_training(lake, ds: str, config) -> dict:
             max_tokens=m.max_tokens,
             **control_token_ids(tokenizer),
         )
-        torch.manual_seed(config.train.seed)
         URM(urm_config, backbone).save_pretrained(initial + ".tmp", tokenizer, catalog)
         shutil.rmtree(initial, ignore_errors=True)
         os.rename(initial + ".tmp", initial)

@@ -302,10 +302,10 @@ def test_each_python_worker_loads_the_model_once_with_the_configured_threads(wor
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
     spec = {"model_dir": world["model_path"], "catalog_dir": write_catalog_snapshot(plain["catalog"], str(tmp_path / "c")),
             "device": "cpu", "torch_threads": 1, "batch_size": 16, "chunk_size": 20}
-    tasks = spark.range(0, 12, numPartitions=12)
+    tasks = spark.range(0, 6, numPartitions=6)
     rows = [r for _ in range(2) for r in tasks.mapInPandas(
         _probe(spec), "pid long, loads long, threads int, scorer long, items int").collect()]
-    assert len(rows) == 24 and {r.items for r in rows} == {len(plain["catalog"])} and {r.threads for r in rows} == {1}
+    assert len(rows) == 12 and {r.items for r in rows} == {len(plain["catalog"])} and {r.threads for r in rows} == {1}
     by_worker = {}
     for r in rows:
         by_worker.setdefault(r.pid, set()).add((r.loads, r.scorer))
