@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
@@ -114,7 +115,7 @@ def read_examples(files: list[str], rank: int, world: int) -> pa.Table:
 def to_examples(table: pa.Table, split: str, collator: Collator, index: dict[str, int],
                 lm_texts: list[str] | None, max_examples: int = 0) -> Examples:
     """Tokenise one split; rows naming an item missing from the catalogue are skipped."""
-    mask = pa.compute.equal(table["split"], split)
+    mask = pc.equal(table["split"], split)
     rows = table.filter(mask).to_pylist()
     if max_examples:
         rows = rows[:max_examples]
