@@ -26,3 +26,21 @@ def land_day(lake: Lake, day) -> dict[str, int]:
         c.name: land_frame(lake, c, frame, day.ds)
         for c, frame in ((ITEMS_RAW, day.items_raw), (USERS_RAW, day.users_raw), (EVENTS_RAW, day.events_raw))
     }
+
+
+def prepare_history(lake: Lake, days: list, config, embed) -> str:
+    """Land and ingest every day, then build features and prompts as of the last; returns its ds.
+
+    The set-up benchmarks and model tests share: a lake ready for training on `days`.
+    """
+    from recllm.features import run_features
+    from recllm.ingest import run_ingest
+    from recllm.prompts import run_prompts
+
+    for day in days:
+        land_day(lake, day)
+        run_ingest(lake, day.ds, config.ingest)
+    ds = days[-1].ds
+    run_features(lake, ds, config.features, embed)
+    run_prompts(lake, ds, config.prompts)
+    return ds

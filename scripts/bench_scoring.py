@@ -168,11 +168,8 @@ def _mem_available() -> int:
 
 def build_world(root: str, users: int, items: int):
     from recllm.config import load_config
-    from recllm.features import run_features
-    from recllm.ingest import run_ingest
     from recllm.lake import Lake
-    from recllm.landing import land_day
-    from recllm.prompts import run_prompts
+    from recllm.landing import prepare_history
     from recllm.session import build_spark
     from recllm.synthetic import SyntheticConfig, generate
     from recllm.training import prepare_training, register_model
@@ -186,13 +183,8 @@ def build_world(root: str, users: int, items: int):
     spark = build_spark(config)
     lake = Lake(spark, root=os.path.join(root, "lake"), backend="deltars")
     days, _ = generate(SyntheticConfig(seed=3, n_users=users, n_items=items, n_days=2))
-    embed = text_embedding_udf(config.features.text_encoder, config.features.batch_size)
-    for day in days:
-        land_day(lake, day)
-        run_ingest(lake, day.ds, config.ingest)
-    ds = days[-1].ds
-    run_features(lake, ds, config.features, embed)
-    run_prompts(lake, ds, config.prompts)
+    ds = prepare_history(lake, days, config, text_embedding_udf(config.features.text_encoder,
+                                                                config.features.batch_size))
     plan = prepare_training(lake, ds, config)
     shutil.copytree(os.path.join(plan["work_dir"], "initial"), os.path.join(plan["work_dir"], "best"), dirs_exist_ok=True)
     register_model(lake, ds, config, plan, {"note": "untrained, for benchmarking"})

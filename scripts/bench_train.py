@@ -25,12 +25,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from pyspark.ml.torch.distributor import TorchDistributor  # noqa: E402
 
 from recllm.config import load_config  # noqa: E402
-from recllm.features import run_features  # noqa: E402
-from recllm.ingest import run_ingest  # noqa: E402
 from recllm.lake import Lake  # noqa: E402
-from recllm.landing import land_day  # noqa: E402
+from recllm.landing import prepare_history  # noqa: E402
 from recllm.movielens import load_movielens  # noqa: E402
-from recllm.prompts import run_prompts  # noqa: E402
 from recllm.session import build_spark  # noqa: E402
 from recllm.synthetic import SyntheticConfig, generate  # noqa: E402
 from recllm.training import prepare_training, run_training, train_fn  # noqa: E402
@@ -42,14 +39,8 @@ def stage(msg: str) -> None:
 
 
 def build(lake: Lake, config, days) -> str:
-    embed = text_embedding_udf(config.features.text_encoder, config.features.batch_size)
-    for day in days:
-        land_day(lake, day)
-        run_ingest(lake, day.ds, config.ingest)
-    ds = days[-1].ds
-    run_features(lake, ds, config.features, embed)
-    run_prompts(lake, ds, config.prompts)
-    return ds
+    return prepare_history(lake, days, config, text_embedding_udf(config.features.text_encoder,
+                                                                  config.features.batch_size))
 
 
 def throughput(plan: dict, processes: int) -> dict:

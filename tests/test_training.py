@@ -18,10 +18,9 @@ from recllm.features import run_features
 from recllm.inference import Scorer
 from recllm.ingest import run_ingest
 from recllm.lake import Lake
-from recllm.landing import land_day
+from recllm.landing import land_day, prepare_history
 from recllm.metrics import recall_at_k
 from recllm.model import URM
-from recllm.prompts import run_prompts
 from recllm.synthetic import SyntheticConfig, generate
 from recllm.training import catalog_from_features, load_checkpoint, prepare_training, run_training, train_fn
 from udfs.text import text_embedding_udf
@@ -41,12 +40,7 @@ def world(spark, tmp_path_factory):
         "prompts": {"history_length": 15},
     })
     embed = text_embedding_udf(config.features.text_encoder, config.features.batch_size)
-    for day in days[:3]:
-        land_day(lake, day)
-        run_ingest(lake, day.ds, config.ingest)
-    ds = days[2].ds
-    run_features(lake, ds, config.features, embed)
-    run_prompts(lake, ds, config.prompts)
+    ds = prepare_history(lake, days[:3], config, embed)
     return {"lake": lake, "config": config, "days": days, "truth": truth, "ds": ds, "embed": embed}
 
 
