@@ -134,32 +134,30 @@ def candidates_fn(spec: dict, k: int, new_items: list[int] | None = None, new_it
                   placement_objective: str | None = None):
     """mapInPandas function: prompt rows -> `recllm.scoring.score_candidates` rows (CANDIDATE_SCHEMA)."""
 
-    def score(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        from recllm.scoring import score_candidates
+    from recllm.scoring import score_candidates
 
-        scorer = None
-        for pdf in batches:
-            if pdf.empty:
-                continue
-            scorer = scorer or _worker_scorer(spec)
-            yield score_candidates(pdf, scorer, k, spec["batch_size"], spec["chunk_size"], new_items,
-                                   new_item_users, placement_objective)
-
-    return score
+    return _per_batch(spec, lambda pdf, scorer: score_candidates(
+        pdf, scorer, k, spec["batch_size"], spec["chunk_size"], new_items, new_item_users, placement_objective))
 
 
 def ctr_fn(spec: dict):
     """mapInPandas function: (user, scenario, prompt, items) rows -> `recllm.scoring.score_ctr` rows (CTR_SCHEMA)."""
 
-    def score(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        from recllm.scoring import score_ctr
+    from recllm.scoring import score_ctr
 
+    return _per_batch(spec, lambda pdf, scorer: score_ctr(pdf, scorer, spec["batch_size"]))
+
+
+def _per_batch(spec: dict, score_batch):
+    """A mapInPandas function applying `score_batch` to each non-empty batch with the worker's scorer."""
+
+    def score(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         scorer = None
         for pdf in batches:
             if pdf.empty:
                 continue
             scorer = scorer or _worker_scorer(spec)
-            yield score_ctr(pdf, scorer, spec["batch_size"])
+            yield score_batch(pdf, scorer)
 
     return score
 
