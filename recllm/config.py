@@ -79,8 +79,9 @@ class ModelConfig:
     id_dim: int = 64
     out_dim: int = 64
     init_scale: float = 20.0
-    id_dropout: float = 0.1
+    id_dropout: float = 0.5  # share of training lookups without the ID vector: text/image must carry the item
     lm_loss_weight: float = 0.1
+    slot_attention: bool = True  # each query token pools the history's slots by attention (else the mean)
 
 
 @dataclass

@@ -56,7 +56,8 @@ class URMConfig:
     lm_token_id: int = -1
     pad_token_id: int = 0
     max_tokens: int = 256
-    slot_readout: bool = True  # add the mean last hidden state of the item slots to each query token's
+    slot_readout: bool = True  # add a pool of the history items' output vectors to each user vector
+    slot_attention: bool = False  # pool the slots by attention from each query token (zero-init: starts as the mean)
     extra: dict = field(default_factory=dict)
 
     @property
@@ -169,6 +170,14 @@ class URM(nn.Module):
         # freshly initialised backbone after its final norm, so every user would start with the
         # same vector and the history would barely move it.
         self.query_tokens = nn.Parameter(torch.zeros(config.n_query_tokens, h))
+        self.slot_query = self.slot_gate = None
+        if config.slot_readout and config.slot_attention:
+            # Both zero-initialised: the pool starts as the plain mean, added with weight 1.
+            self.slot_query = nn.Linear(h, h, bias=False)
+            self.slot_gate = nn.Linear(h, 1)
+            for layer in (self.slot_query, self.slot_gate):
+                nn.init.zeros_(layer.weight)
+            nn.init.zeros_(self.slot_gate.bias)
         self.user_head = mlp(h, config.out_dim)
         self.item_head = mlp(h, config.out_dim)
         self.log_scale = nn.Parameter(torch.tensor(math.log(config.init_scale)))
@@ -198,29 +207,50 @@ class URM(nn.Module):
     def encode(self, batch: Batch, catalog: ItemCatalog) -> tuple[torch.Tensor, torch.Tensor]:
         """Unit user vectors [B, M, out_dim] and the backbone's last hidden states [B, T, H]."""
         emb = self.backbone.get_input_embeddings()(batch.input_ids)
-        if len(batch.slot_items):
-            emb = emb.index_put((batch.slot_rows, batch.slot_cols), self.fusion(batch.slot_items, catalog).to(emb.dtype))
+        has_slots = len(batch.slot_items) > 0
+        if has_slots:
+            fused = self.fusion(batch.slot_items, catalog)
+            emb = emb.index_put((batch.slot_rows, batch.slot_cols), fused.to(emb.dtype))
         rows = torch.arange(emb.shape[0], device=emb.device).unsqueeze(1).expand_as(batch.query_cols)
         queries = self.query_tokens.to(emb.dtype).unsqueeze(0).expand(emb.shape[0], -1, -1)
         emb = emb.index_put((rows, batch.query_cols), queries)
         hidden = self.backbone(inputs_embeds=emb, attention_mask=batch.attention_mask).last_hidden_state
-        user = hidden[rows, batch.query_cols]
-        if self.config.slot_readout and len(batch.slot_items):
-            user = user + self.slot_mean(hidden, batch).unsqueeze(1)
-        return F.normalize(self.user_head(user), dim=-1), hidden
+        query_states = hidden[rows, batch.query_cols]
+        user = self.user_head(query_states)
+        if self.config.slot_readout and has_slots:
+            pooled = self.slot_pool(hidden, batch, query_states, self.item_head(fused).to(user.dtype))
+            if self.slot_gate is not None:  # the instruction may turn the history down, or against it
+                pooled = pooled * (1.0 + self.slot_gate(query_states))
+            user = user + pooled
+        return F.normalize(user, dim=-1), hidden
 
-    def slot_mean(self, hidden: torch.Tensor, batch: Batch) -> torch.Tensor:
-        """Mean last hidden state over each row's item slots (zero for an empty history), [B, H].
+    def slot_pool(self, hidden: torch.Tensor, batch: Batch, queries: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """Each query token's pool of its row's history items in output space, [B, M, out_dim].
 
         A shortcut from the history's items to the user vectors: a small, randomly
         initialised backbone learns to route item information into the query tokens only
-        slowly; with it, fine-tuning beats popularity from the first epochs.
+        slowly, while a pool of the history's item output vectors (`values`, [S, out_dim])
+        already points at similar items. The pool is the mean over the slots or, with
+        `slot_attention`, a softmax over the slots' last hidden states scored by each query
+        token's state, so each of the M user vectors can follow a different interest and
+        the instruction can steer which (`encode` then scales the pool by a gate read from
+        the query token, so an objective such as serendipity can point away from the
+        history). Rows without slots pool to zero.
         """
-        states = hidden[batch.slot_rows, batch.slot_cols]
-        total = torch.zeros(hidden.shape[0], hidden.shape[2], dtype=states.dtype, device=hidden.device)
-        total = total.index_add(0, batch.slot_rows, states)
-        count = torch.bincount(batch.slot_rows, minlength=hidden.shape[0]).clamp(min=1).unsqueeze(1)
-        return total / count.to(total.dtype)
+        b, m = queries.shape[0], queries.shape[1]
+        if self.slot_query is None:
+            logits = values.new_zeros(values.shape[0], m)
+        else:
+            states = hidden[batch.slot_rows, batch.slot_cols]  # [S, H]
+            keys = self.slot_query(queries)[batch.slot_rows]  # [S, M, H]
+            logits = torch.einsum("smh,sh->sm", keys, states) / math.sqrt(states.shape[1])
+        rows = batch.slot_rows.unsqueeze(1).expand_as(logits)
+        row_max = logits.new_full((b, m), -torch.inf).scatter_reduce(0, rows, logits, "amax", include_self=False)
+        weights = (logits - row_max[batch.slot_rows]).exp()
+        norm = weights.new_zeros(b, m).index_add(0, batch.slot_rows, weights)
+        weights = (weights / norm[batch.slot_rows]).to(values.dtype)
+        pooled = values.new_zeros(b, m, values.shape[1])
+        return pooled.index_add(0, batch.slot_rows, weights.unsqueeze(-1) * values.unsqueeze(1))
 
     def similarity(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """max_m <u_m, w_i>, unscaled, for every (user, item): [B, N]."""

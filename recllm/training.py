@@ -424,6 +424,7 @@ def prepare_training(lake, ds: str, config) -> dict:
             n_query_tokens=m.n_query_tokens,
             init_scale=m.init_scale,
             id_dropout=m.id_dropout,
+            slot_attention=m.slot_attention,
             causal=is_causal(backbone.config.model_type),
             pad_token_id=int(tokenizer.pad_token_id),
             max_tokens=m.max_tokens,

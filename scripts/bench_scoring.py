@@ -1,6 +1,7 @@
 """Benchmark nightly scoring: the pandas-UDF path, chunked top-K at catalogue scale, set-out vs autoregressive.
 
     .venv/bin/python scripts/bench_scoring.py [--users 400] [--items 300] [--repeats 3] [--sizes 10000,100000,1000000]
+        [--user-counts 256,1024,4096]
 
 Three measures, each the median of `--repeats` runs after one warm-up, side by side in one run
 (the two sides of (a) and of (c) alternate within each round, so load changes hit both):
@@ -18,8 +19,9 @@ Three measures, each the median of `--repeats` runs after one warm-up, side by s
 (b) Top-K vs catalogue size. In a subprocess per size (so peak memory is that size's alone),
     random unit item vectors [N, 64] and 256 users with 4 query vectors go through
     `Scorer.top_k(k=50)`, chunked (65536 items at a time, the job's default) and one-shot
-    (chunk = N, the whole [256 x 4 x N] score tensor at once). Reported: time and peak RSS
-    above the process's footprint once the item vectors exist. One torch thread (one Spark task).
+    (chunk = N, the whole [256 x 4 x N] score tensor at once); then chunked over 100,000 items
+    for each of `--user-counts` users. Reported: time, users per second and peak RSS above
+    the process's footprint once the item vectors exist. One torch thread (one Spark task).
 (c) Set-out vs autoregressive generation with the same backbone. Set-out (the job): one
     forward pass of the prompt plus M query tokens, then a top-K over every item's output
     vector. Autoregressive (how generative recommenders such as P5 emit item ids): the
@@ -121,37 +123,39 @@ class _ScoreHead(torch.nn.Module):
     scores = _URM.scores
 
 
-def topk_worker(n_items: int, chunk: int, repeats: int) -> dict:
+def topk_worker(n_items: int, chunk: int, repeats: int, n_users: int = 256) -> dict:
     from recllm.inference import Scorer
     from recllm.model import ItemCatalog
 
     torch.set_num_threads(1)
     gen = torch.Generator().manual_seed(0)
     items = torch.nn.functional.normalize(torch.randn(n_items, 64, generator=gen), dim=-1)
-    users = torch.nn.functional.normalize(torch.randn(256, 4, 64, generator=gen), dim=-1)
+    users = torch.nn.functional.normalize(torch.randn(n_users, 4, 64, generator=gen), dim=-1)
     catalog = ItemCatalog(torch.zeros(1, 1).expand(n_items, 1), torch.zeros(1, 0).expand(n_items, 0),
                           torch.zeros(1, dtype=torch.bool).expand(n_items), [])
     scorer = Scorer(_ScoreHead().eval(), None, catalog, items, torch.device("cpu"))
-    exclude = [list(range(i, i + 5)) for i in range(256)]
+    exclude = [list(range(i % n_items, i % n_items + 5)) for i in range(n_users)]
     _reset_peak_rss()
     base = _status_mb("VmRSS")
     seconds, (idx, _) = median_time(lambda: scorer.top_k(users, 50, chunk_size=chunk, exclude=exclude), repeats)
     peak = _status_mb("VmHWM")
-    return {"n_items": n_items, "chunk": chunk, "seconds": seconds, "peak_above_base_mb": peak - base,
+    return {"n_items": n_items, "n_users": n_users, "chunk": chunk, "seconds": seconds, "peak_above_base_mb": peak - base,
             "item_vectors_mb": items.numel() * 4 / 2**20, "check": int(idx[0, 0])}
 
 
-def bench_topk(sizes: list[int], repeats: int) -> list[dict]:
+def bench_topk(sizes: list[int], user_counts: list[int], repeats: int) -> list[dict]:
+    """Chunked vs one-shot over each catalogue size (256 users), then chunked over 100k items by user count."""
+    runs = [(n, chunk, 256) for n in sizes for chunk in (65536, n)]
+    runs += [(100000, 65536, u) for u in user_counts if u != 256]
     rows = []
-    for n in sizes:
-        for chunk in (65536, n):
-            if chunk == n and n * 256 * 4 * 4 * 2.5 > _mem_available() * 0.7:
-                log(f"top-K one-shot over {n} items skipped: not enough free memory")
-                continue
-            log(f"top-K over {n} items, chunk {chunk}")
-            out = subprocess.run([sys.executable, __file__, "--topk-worker", str(n), str(chunk), str(repeats)],
-                                 capture_output=True, text=True, check=True)
-            rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    for n, chunk, users in runs:
+        if chunk == n and n * users * 4 * 4 * 2.5 > _mem_available() * 0.7:
+            log(f"top-K one-shot over {n} items skipped: not enough free memory")
+            continue
+        log(f"top-K over {n} items, chunk {chunk}, {users} users")
+        out = subprocess.run([sys.executable, __file__, "--topk-worker", str(n), str(chunk), str(repeats), str(users)],
+                             capture_output=True, text=True, check=True)
+        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
     return rows
 
 
@@ -343,7 +347,8 @@ def main() -> None:
     p.add_argument("--items", type=int, default=300)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--sizes", default="10000,100000,1000000")
-    p.add_argument("--topk-worker", nargs=3, type=int, help=argparse.SUPPRESS)
+    p.add_argument("--user-counts", default="256,1024,4096", help="users for top-K over 100k items")
+    p.add_argument("--topk-worker", nargs=4, type=int, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.topk_worker:
         print(json.dumps(topk_worker(*args.topk_worker)))
@@ -357,7 +362,8 @@ def main() -> None:
         udf = bench_udf(lake, config, ds, args.repeats)
         gen = bench_generation(lake, ds, args.repeats)
         lake.spark.stop()
-        topk = bench_topk([int(s) for s in args.sizes.split(",")], args.repeats)
+        topk = bench_topk([int(s) for s in args.sizes.split(",")], [int(u) for u in args.user_counts.split(",")],
+                          args.repeats)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
@@ -371,13 +377,13 @@ def main() -> None:
     print(f"    | plain loop ({udf['plain_threads']} torch threads)            | {udf['plain_s']:7.2f} | {udf['prompts'] / udf['plain_s']:9.1f} |")
     print(f"    UDF / plain throughput: {udf['plain_s'] / udf['udf_s']:.2f}x; whole score job (3 tables): {udf['job_s']:.1f}s "
           f"({udf['report'].candidates} candidates, {udf['report'].ctr_scores} ctr, {udf['report'].cold_start_fills} fills)")
-    print("\n(b) top-50 over the catalogue, 256 users x 4 query vectors, 1 torch thread (peak RSS: VmHWM reset first)")
-    print("    | items     | chunk     | seconds | peak RSS above base (MB) | item vectors (MB) |")
-    print("    |----------:|----------:|--------:|-------------------------:|------------------:|")
+    print("\n(b) top-50 over the catalogue, users x 4 query vectors, 1 torch thread (peak RSS: VmHWM reset first)")
+    print("    | items     | users | chunk     | seconds | users/s | peak RSS above base (MB) | item vectors (MB) |")
+    print("    |----------:|------:|----------:|--------:|--------:|-------------------------:|------------------:|")
     for r in topk:
         chunk = "one-shot" if r["chunk"] >= r["n_items"] and r["n_items"] > 65536 else str(r["chunk"])
-        print(f"    | {r['n_items']:9d} | {chunk:>9} | {r['seconds']:7.3f} | {r['peak_above_base_mb']:24.0f} | "
-              f"{r['item_vectors_mb']:17.0f} |")
+        print(f"    | {r['n_items']:9d} | {r['n_users']:5d} | {chunk:>9} | {r['seconds']:7.3f} | "
+              f"{r['n_users'] / r['seconds']:7.0f} | {r['peak_above_base_mb']:24.0f} | {r['item_vectors_mb']:17.0f} |")
     print("\n(c) K items for the same prompts with the same backbone: set-out vs greedy autoregressive (KV cache)")
     print("    | items  | K  | prompts | set-out s | autoregressive s | slowdown |")
     print("    |-------:|---:|--------:|----------:|-----------------:|---------:|")

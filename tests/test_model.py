@@ -218,3 +218,38 @@ def test_the_default_model_config_builds(tmp_path):
     backbone, tok = build_backbone(ModelConfig(vocab_size=300, hidden_size=32, num_layers=1, num_heads=2,
                                                intermediate_size=64), ["some text <|item|>"] * 10)
     assert backbone.config.model_type == "qwen2" and len(tok) == backbone.get_input_embeddings().weight.shape[0]
+
+
+def _history_pool(model, tokenizer):
+    catalog = tiny_catalog()
+    batch = batch_of(model, tokenizer)
+    with torch.no_grad():
+        _, hidden = model.encode(batch, catalog)
+        queries = torch.randn(len(PROMPTS), model.config.n_query_tokens, 32)
+        values = model.item_head(model.fusion(batch.slot_items, catalog))
+        return model.slot_pool(hidden, batch, queries, values), values, batch
+
+
+def test_the_history_pool_starts_as_the_mean_of_each_rows_item_output_vectors(tokenizer):
+    model = tiny_model(tokenizer).eval()
+    model.config.slot_attention = True
+    model = URM(model.config, model.backbone).eval()
+    pooled, values, batch = _history_pool(model, tokenizer)
+    assert pooled.shape == (3, model.config.n_query_tokens, 16)
+    for row, history in enumerate(HISTORIES):
+        expected = values[batch.slot_rows == row].mean(0) if history else torch.zeros(16)
+        assert torch.allclose(pooled[row], expected.expand_as(pooled[row]), atol=1e-6)
+
+
+def test_attention_pooling_weighs_only_the_rows_own_slots(tokenizer):
+    model = tiny_model(tokenizer).eval()
+    model.config.slot_attention = True
+    model = URM(model.config, model.backbone).eval()
+    torch.nn.init.normal_(model.slot_query.weight, std=1.0)
+    pooled, values, batch = _history_pool(model, tokenizer)
+    row0 = values[batch.slot_rows == 0]
+    weights = torch.linalg.lstsq(row0.T, pooled[0].T).solution  # [2 slots, M]: pooled = weights^T @ values
+    assert torch.allclose(weights.sum(0), torch.ones(model.config.n_query_tokens), atol=1e-4)
+    assert (weights > -1e-5).all() and not torch.allclose(weights[0], weights[1])
+    assert torch.allclose(pooled[1], values[batch.slot_rows == 1].expand_as(pooled[1]), atol=1e-6)
+    assert torch.equal(pooled[2], torch.zeros_like(pooled[2]))
