@@ -3,7 +3,7 @@
 The scorer holds a model, its tokenizer and the CURRENT item catalogue (items that arrived
 after training have indices the model never trained an ID for, so they are scored from
 text and image alone). Top-K runs over the catalogue in chunks, keeping a running best-K,
-so memory is O(batch x (chunk + K)) however large the catalogue.
+so memory is O(user block x (chunk + K)) however many users and items there are.
 """
 
 from __future__ import annotations
@@ -65,11 +65,25 @@ class Scorer:
 
     @torch.no_grad()
     def top_k(self, users: torch.Tensor, k: int, chunk_size: int = 65536,
-              exclude: list[list[int]] | None = None, candidates: torch.Tensor | None = None
-              ) -> tuple[np.ndarray, np.ndarray]:
-        """(item indices [B, k], scores [B, k]) over the catalogue, or over `candidates` only."""
+              exclude: list[list[int]] | None = None, candidates: torch.Tensor | None = None,
+              user_block: int = 256) -> tuple[np.ndarray, np.ndarray]:
+        """(item indices [B, k], scores [B, k]) over the catalogue, or over `candidates` only.
+
+        Users go `user_block` at a time and items `chunk_size` at a time, so the score
+        tensor never exceeds user_block x query tokens x chunk_size, however many users
+        and items there are.
+        """
         pool = candidates if candidates is not None else torch.arange(len(self.catalog), device=self.device)
         k = min(k, len(pool))
+        parts = [self._top_k_block(users[b:b + user_block], k, pool, chunk_size,
+                                   None if exclude is None else exclude[b:b + user_block])
+                 for b in range(0, users.shape[0], user_block)]
+        if not parts:
+            return np.zeros((0, k), dtype=np.int64), np.zeros((0, k), dtype=np.float32)
+        return np.concatenate([i for i, _ in parts]), np.concatenate([s for _, s in parts])
+
+    def _top_k_block(self, users: torch.Tensor, k: int, pool: torch.Tensor, chunk_size: int,
+                     exclude: list[list[int]] | None) -> tuple[np.ndarray, np.ndarray]:
         best_s = torch.full((users.shape[0], k), -float("inf"), device=self.device)
         best_i = torch.full((users.shape[0], k), -1, dtype=torch.long, device=self.device)
         for start in range(0, len(pool), chunk_size):
