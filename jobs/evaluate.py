@@ -9,7 +9,7 @@ import argparse
 import logging
 
 from jobs.common import open_lake, parser, run
-from recllm.evaluation import evaluate, write_metrics
+from recllm.evaluation import evaluate_day, write_metrics
 from recllm.scoring import resolve_model
 
 log = logging.getLogger("recllm.jobs.evaluate")
@@ -18,7 +18,7 @@ log = logging.getLogger("recllm.jobs.evaluate")
 def main(args: argparse.Namespace) -> None:
     config, lake = open_lake(args)
     model = resolve_model(lake, args.model_version or config.score.model_version)
-    frame = evaluate(lake, args.ds, model.path, model.version)
+    frame = evaluate_day(lake, args.ds, config, model.path, model.version)
     n = write_metrics(lake, frame, args.ds)
     log.info("evaluate ds=%s model %s: %d metric rows", args.ds, model.version, n)
     for row in frame[(frame.metric.isin(["recall", "auc"])) & (frame.k.isin([0, 10]))].itertuples():

@@ -15,7 +15,7 @@ import logging
 import time
 
 from jobs.common import open_lake, parser, run
-from recllm.evaluation import evaluate, write_metrics
+from recllm.evaluation import evaluate_day, write_metrics
 from recllm.features import run_features
 from recllm.ingest import run_ingest
 from recllm.prompts import run_prompts
@@ -55,7 +55,7 @@ def run_nightly(lake, ds: str, config) -> list[tuple[str, float, str]]:
         return steps
     step("score", lambda: "candidates={0.candidates} ctr_scores={0.ctr_scores} cold_start_fills={0.cold_start_fills}"
          .format(run_scoring(lake, ds, config, model_version=model.version)))
-    step("evaluate", lambda: f"{write_metrics(lake, evaluate(lake, ds, model.path, model.version), ds)} metric rows")
+    step("evaluate", lambda: f"{write_metrics(lake, evaluate_day(lake, ds, config, model.path, model.version), ds)} metric rows")
     return steps
 
 

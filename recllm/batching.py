@@ -14,6 +14,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from recllm.model import Batch, URMConfig
+from recllm.tokens import ITEM_SLOT
 
 MAX_LM_TARGET_TOKENS = 16
 
@@ -29,7 +30,12 @@ class Collator:
         self.eos_id = t.eos_token_id if t.eos_token_id is not None else t.sep_token_id
 
     def tokenize(self, texts: list[str]) -> list[list[int]]:
-        """Token ids of each prompt, without special tokens (slots are special tokens)."""
+        """Token ids of each prompt, without special tokens (slots are special tokens).
+
+        An ID-only model (`URMConfig.id_only`) reads no text: a prompt becomes its item slots.
+        """
+        if self.config.id_only:
+            return [[self.config.item_slot_id] * text.count(ITEM_SLOT) for text in texts]
         return self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
 
     def __call__(

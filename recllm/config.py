@@ -123,6 +123,12 @@ class ScoreConfig:
 
 
 @dataclass
+class EvaluateConfig:
+    id_only_expert: bool = True  # also train the ID-only, SASRec-style expert (same loop, no text) and evaluate it
+    expert_epochs: int = 10  # its epoch budget (early stopping as in train:)
+
+
+@dataclass
 class NightlyConfig:
     retrain_every_days: int = 1  # train when the latest model is this many days old (1: every night)
 
@@ -137,6 +143,7 @@ class RecllmConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     score: ScoreConfig = field(default_factory=ScoreConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     nightly: NightlyConfig = field(default_factory=NightlyConfig)
 
 

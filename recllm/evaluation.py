@@ -1,23 +1,28 @@
 """Offline evaluation of a model version against baselines on the day's test split -> `metrics`.
 
 Full ranking over the whole catalogue (no sampled negatives) for every retrieval
-objective with test examples: Recall/HR@K, NDCG@K, coverage, and recall on cold items
-(targets flagged cold in `item_features`). CTR: AUC and LogLoss on held-out impressions.
-The popularity baseline ranks items by their training positives of the same objective.
+objective with test examples: Recall@K, HR@K, NDCG@K, MRR@K, coverage, novelty (mean
+self-information of the recommended items, from `item_features.n_positive`) and recall on
+cold items (targets flagged cold in `item_features`). CTR: AUC, per-user GAUC and LogLoss
+on held-out impressions.
+Baselines on the same split (`recllm.baselines`): popularity (each objective's most
+frequent training targets), implicit ALS (Spark MLlib, on every retrieval target before
+the test period), the ID-only SASRec-style expert when one was trained (same backbone and
+loop, no text) and, for CTR, a gradient-boosted expert on user/item features.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import Counter
 
 import numpy as np
 import pandas as pd
 from pyspark.sql import functions as F
 
+from recllm.baselines import ALS_NAME, CTR_EXPERT_NAME, als_rankings, ctr_expert, popularity_ranking
 from recllm.inference import Scorer
 from recllm.lake import Lake, check_ds
-from recllm.metrics import auc, coverage, log_loss, ndcg_at_k, recall_at_k
+from recllm.metrics import auc, coverage, gauc, hit_rate_at_k, log_loss, mrr_at_k, ndcg_at_k, novelty, recall_at_k
 from recllm.training import catalog_from_features
 from schemas import METRICS
 
@@ -25,6 +30,7 @@ log = logging.getLogger(__name__)
 
 CUTOFFS = (10, 50)
 POPULARITY = "popularity"
+EXPERT_NAME = "sasrec"
 
 
 def _rows(ds: str, model: str, task: str, values: dict[tuple[str, int], float], n: int) -> list[dict]:
@@ -32,56 +38,107 @@ def _rows(ds: str, model: str, task: str, values: dict[tuple[str, int], float], 
             for (m, k), v in values.items() if v == v]
 
 
-def ranking_metrics(ranked: np.ndarray, targets: np.ndarray, cold: np.ndarray, n_items: int) -> dict:
-    """Recall, NDCG and coverage at each cutoff, and recall on the rows whose target is cold."""
+def ranking_metrics(ranked: np.ndarray, targets: np.ndarray, cold: np.ndarray, item_counts: np.ndarray) -> dict:
+    """Recall, HR, NDCG, MRR, coverage and novelty at each cutoff, and recall on the rows whose target is cold."""
     out = {}
     for k in CUTOFFS:
         out[("recall", k)] = recall_at_k(ranked, targets, k)
+        out[("hr", k)] = hit_rate_at_k(ranked, targets, k)
         out[("ndcg", k)] = ndcg_at_k(ranked, targets, k)
-        out[("coverage", k)] = coverage(ranked[:, :k], n_items)
+        out[("mrr", k)] = mrr_at_k(ranked, targets, k)
+        out[("coverage", k)] = coverage(ranked[:, :k], len(item_counts))
+        out[("novelty", k)] = novelty(ranked, item_counts, k)
         if cold.any():
             out[("cold_recall", k)] = recall_at_k(ranked[cold], targets[cold], k)
     return out
 
 
-def evaluate(lake: Lake, ds: str, model_dir: str, model_version: str, batch_size: int = 256) -> pd.DataFrame:
-    """Metrics rows (schemas.METRICS columns) for the model and the popularity baseline."""
+def evaluate(lake: Lake, ds: str, model_dir: str, model_version: str, batch_size: int = 256,
+             expert_dir: str | None = None) -> pd.DataFrame:
+    """Metrics rows (schemas.METRICS columns) for the model and every baseline.
+
+    `expert_dir`: a trained ID-only expert (`run_training(..., id_only=True)`), ranked as `sasrec`.
+    """
     check_ds(ds)
     features = lake.read("item_features").toPandas()
     scorer = Scorer.load(model_dir, catalog=catalog_from_features(features))
-    is_cold = features.sort_values("item_index")["is_cold"].to_numpy()
-    prompts = (lake.read("prompts", ds=ds).where(F.col("split").isin("train", "test"))
-               .select("objective", "split", "prompt_text", "history_item_ids", "target_item_ids", "label").toPandas())
-    n_items = len(scorer.catalog)
+    expert = Scorer.load(expert_dir, catalog=scorer.catalog) if expert_dir else None
+    by_index = features.sort_values("item_index")
+    is_cold = by_index["is_cold"].to_numpy()
+    item_counts = by_index["n_positive"].to_numpy()
+    prompts = (lake.read("prompts", ds=ds).where(F.col("split").isin("train", "valid", "test"))
+               .select("user_id", "objective", "split", "prompt_text", "history_item_ids", "target_item_ids", "label")
+               .toPandas())
+    known = prompts["history_item_ids"].map(lambda h: all(i in scorer.index for i in h)) & prompts["target_item_ids"].map(
+        lambda t: t is not None and len(t) > 0 and t[0] in scorer.index)
+    prompts = prompts[known]
+    test = prompts[prompts["split"] == "test"]
+    is_ctr = test["label"].notna()
+    als = _als(lake, prompts, sorted(test.loc[~is_ctr, "user_id"].unique()), scorer.index)
     rows: list[dict] = []
-    for objective, group in prompts.groupby("objective"):
-        test = group[group["split"] == "test"]
-        test = test[test["history_item_ids"].map(lambda h: all(i in scorer.index for i in h))]
-        test = test[test["target_item_ids"].map(lambda t: t is not None and len(t) > 0 and t[0] in scorer.index)]
-        if test.empty:
-            continue
-        users = scorer.user_vectors(test["prompt_text"].tolist(), [list(h) for h in test["history_item_ids"]], batch_size)
-        items = np.array([scorer.index[t[0]] for t in test["target_item_ids"]])
-        if test["label"].notna().any():
-            p = scorer.click_probability(users, items.tolist())
-            labels = test["label"].to_numpy(dtype=float)
-            rows += _rows(ds, model_version, objective, {("auc", 0): auc(labels, p), ("logloss", 0): log_loss(labels, p)},
-                          len(test))
+    for objective, group in test.groupby("objective"):
+        users = scorer.user_vectors(group["prompt_text"].tolist(), [list(h) for h in group["history_item_ids"]], batch_size)
+        items = np.array([scorer.index[t[0]] for t in group["target_item_ids"]])
+        if group["label"].notna().any():
+            rows += _rows(ds, model_version, objective, ctr_metrics(group, scorer.click_probability(users, items.tolist())),
+                          len(group))
+            train = prompts[(prompts["split"] == "train") & (prompts["objective"] == objective)]
+            if train["label"].nunique() == 2:
+                categories = dict(lake.read("items").select("item_id", "category").toPandas().itertuples(index=False))
+                positives = dict(zip(features["item_id"], features["n_positive"]))
+                p = ctr_expert(lake.spark, train, group, categories, positives)
+                rows += _rows(ds, CTR_EXPERT_NAME, objective, ctr_metrics(group, p), len(group))
             continue
         ranked, _ = scorer.top_k(users, max(CUTOFFS))
-        rows += _rows(ds, model_version, objective, ranking_metrics(ranked, items, is_cold[items], n_items), len(test))
-        train = group[group["split"] == "train"]
-        popular = [scorer.index[i] for i, _ in Counter(t[0] for t in train["target_item_ids"] if t is not None and len(t))
-                   .most_common(max(CUTOFFS)) if i in scorer.index]
-        if popular:
-            ranked_pop = np.full((len(items), max(CUTOFFS)), -1)
-            ranked_pop[:, :len(popular)] = popular
-            rows += _rows(ds, POPULARITY, objective, ranking_metrics(ranked_pop, items, is_cold[items], n_items),
-                          len(test))
+        cold = is_cold[items]
+        rows += _rows(ds, model_version, objective, ranking_metrics(ranked, items, cold, item_counts), len(group))
+        train = prompts[(prompts["split"] == "train") & (prompts["objective"] == objective)]
+        popular = popularity_ranking([t[0] for t in train["target_item_ids"]], scorer.index, max(CUTOFFS))
+        if (popular >= 0).any():
+            rows += _rows(ds, POPULARITY, objective,
+                          ranking_metrics(np.tile(popular, (len(items), 1)), items, cold, item_counts), len(group))
+        ranked_als = np.stack([als[u] for u in group["user_id"]])
+        rows += _rows(ds, ALS_NAME, objective, ranking_metrics(ranked_als, items, cold, item_counts), len(group))
+        if expert is not None:
+            expert_users = expert.user_vectors(group["prompt_text"].tolist(), [list(h) for h in group["history_item_ids"]],
+                                               batch_size)
+            ranked_expert, _ = expert.top_k(expert_users, max(CUTOFFS))
+            rows += _rows(ds, EXPERT_NAME, objective, ranking_metrics(ranked_expert, items, cold, item_counts), len(group))
     frame = pd.DataFrame(rows, columns=METRICS.column_names)
     log.info("evaluate ds=%s model=%s: %d metric rows over %d objectives", ds, model_version, len(frame),
              frame["task"].nunique() if len(frame) else 0)
     return frame
+
+
+def ctr_metrics(group: pd.DataFrame, p: np.ndarray) -> dict:
+    """AUC, per-user GAUC and LogLoss of click probabilities for labelled prompt rows."""
+    labels = group["label"].to_numpy(dtype=float)
+    return {("auc", 0): auc(labels, p), ("gauc", 0): gauc(group["user_id"].to_numpy(), labels, p),
+            ("logloss", 0): log_loss(labels, p)}
+
+
+def _als(lake: Lake, prompts: pd.DataFrame, users: list[str], index: dict[str, int]) -> dict[str, np.ndarray]:
+    """ALS top-K per test user, fitted on every retrieval target before the test period."""
+    if not users:
+        return {}
+    before = prompts[prompts["split"].isin(["train", "valid"]) & prompts["label"].isna()]
+    interactions = pd.DataFrame({"user_id": before["user_id"], "item_id": before["target_item_ids"].map(lambda t: t[0])})
+    fallback = popularity_ranking(interactions["item_id"].tolist(), index, max(CUTOFFS))
+    ranked = als_rankings(lake.spark, interactions, users, index, max(CUTOFFS), fallback)
+    return dict(zip(users, ranked))
+
+
+def evaluate_day(lake: Lake, ds: str, config, model_dir: str, model_version: str) -> pd.DataFrame:
+    """`evaluate`, first training the ID-only expert on the same split when config asks for it."""
+    expert_dir = None
+    if config.evaluate.id_only_expert:
+        from dataclasses import replace
+
+        from recllm.training import run_training
+
+        expert_config = replace(config, train=replace(config.train, epochs=config.evaluate.expert_epochs))
+        expert_dir = run_training(lake, ds, expert_config, id_only=True)["path"]
+    return evaluate(lake, ds, model_dir, model_version, config.score.batch_size, expert_dir)
 
 
 def write_metrics(lake: Lake, frame: pd.DataFrame, ds: str) -> int:

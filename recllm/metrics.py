@@ -62,3 +62,38 @@ def coverage(ranked: np.ndarray, n_items: int) -> float:
     """Share of the catalogue that appears in at least one top-K list."""
     ranked = np.asarray(ranked)
     return float(len(np.unique(ranked[ranked >= 0])) / n_items) if n_items else float("nan")
+
+
+def hit_rate_at_k(ranked: np.ndarray, targets: np.ndarray, k: int) -> float:
+    """HR@k: share of rows with a hit in the top k (with one target per row, equal to Recall@k)."""
+    return recall_at_k(ranked, targets, k)
+
+
+def mrr_at_k(ranked: np.ndarray, targets: np.ndarray, k: int) -> float:
+    """Mean reciprocal rank of the target within the top k (0 when absent)."""
+    if len(targets) == 0:
+        return float("nan")
+    pos = hit_positions(np.asarray(ranked)[:, :k], targets)
+    return float(np.where(pos >= 0, 1.0 / (pos + 1.0), 0.0).mean())
+
+
+def gauc(groups: np.ndarray, labels: np.ndarray, scores: np.ndarray) -> float:
+    """Per-user AUC averaged with each user's impression count as weight; users with one class are skipped."""
+    groups, labels, scores = np.asarray(groups), np.asarray(labels), np.asarray(scores)
+    total = weight = 0.0
+    for g in np.unique(groups):
+        mine = groups == g
+        value = auc(labels[mine], scores[mine])
+        if value == value:
+            total += value * mine.sum()
+            weight += mine.sum()
+    return float(total / weight) if weight else float("nan")
+
+
+def novelty(ranked: np.ndarray, item_counts: np.ndarray, k: int) -> float:
+    """Mean self-information -log2 p(i) of recommended items, p from training interaction counts (+1 smoothing)."""
+    ranked = np.asarray(ranked)[:, :k]
+    counts = np.asarray(item_counts, dtype=np.float64) + 1.0
+    p = counts / counts.sum()
+    shown = ranked[ranked >= 0]
+    return float(-np.log2(p[shown]).mean()) if shown.size else float("nan")

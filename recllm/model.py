@@ -58,6 +58,7 @@ class URMConfig:
     max_tokens: int = 256
     slot_readout: bool = True  # add a pool of the history items' output vectors to each user vector
     slot_attention: bool = False  # pool the slots by attention from each query token (zero-init: starts as the mean)
+    id_only: bool = False  # the SASRec-style expert: items are ID vectors alone, prompts are their slots alone
     extra: dict = field(default_factory=dict)
 
     @property
@@ -108,6 +109,7 @@ class ItemFusion(nn.Module):
         h = config.hidden_size
         self.n_items_trained = config.n_items_trained
         self.id_dropout = config.id_dropout
+        self.id_only = config.id_only
         self.id_embedding = nn.Embedding(max(config.n_items_trained, 1), config.id_dim)
         nn.init.normal_(self.id_embedding.weight, std=0.02)
         self.mlp_id = mlp(config.id_dim, h)
@@ -121,6 +123,8 @@ class ItemFusion(nn.Module):
         if self.training and self.id_dropout:
             known = known & (torch.rand(index.shape, device=index.device) >= self.id_dropout)
         x_id = self.mlp_id(self.id_embedding(index.clamp(max=self.n_items_trained - 1)))
+        if self.id_only:  # an item never trained on has nothing to go on
+            return self.mlp_out(self.norm(x_id * known.unsqueeze(-1)))
         x = self.mlp_text(catalog.text[index]) + x_id * known.unsqueeze(-1)
         if self.mlp_img is not None:
             x = x + self.mlp_img(catalog.image[index]) * catalog.has_image[index].unsqueeze(-1)

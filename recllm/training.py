@@ -257,6 +257,8 @@ def _train(plan: dict, rank: int, world: int, device, use_cuda: bool) -> dict:
     lm_texts = plan.get("lm_texts") if model.config.causal and plan["lm_loss_weight"] > 0 else None
 
     table = read_examples(plan["files"], rank, world)
+    if plan.get("objectives"):
+        table = table.filter(pc.is_in(table["objective"], value_set=pa.array(plan["objectives"])))
     train = to_examples(table, "train", collator, index, lm_texts, plan.get("max_train_examples", 0))
     valid = to_examples(table, "valid", collator, index, None)
     n_train = int(_all_reduce([len(train)])[0])
@@ -385,19 +387,27 @@ def catalog_from_features(features) -> ItemCatalog:
     return ItemCatalog(text, image, has_image, features["item_id"].to_list())
 
 
-def model_version_for(ds: str, config) -> str:
+EXPERT_OBJECTIVES = ["click"]
+"""What the ID-only expert learns: the next clicked item, as SASRec learns the next item."""
+
+
+def model_version_for(ds: str, config, id_only: bool = False) -> str:
     """Deterministic for a run date and the settings that shape the model, so reruns resume."""
     import hashlib
 
     shape = json.dumps([asdict(config.model), asdict(config.train), asdict(config.prompts)], sort_keys=True)
-    return f"urm-{ds}-{hashlib.sha256(shape.encode()).hexdigest()[:8]}"
+    return f"{'sasrec' if id_only else 'urm'}-{ds}-{hashlib.sha256(shape.encode()).hexdigest()[:8]}"
 
 
-def prepare_training(lake, ds: str, config) -> dict:
-    """Write the work folder (catalogue, tokenizer, initial weights) and return the rank plan."""
+def prepare_training(lake, ds: str, config, id_only: bool = False) -> dict:
+    """Write the work folder (catalogue, tokenizer, initial weights) and return the rank plan.
+
+    `id_only` prepares the SASRec-style expert instead: the same backbone and loop over
+    item ID vectors alone (no prompt text, no text or image features), on clicks alone.
+    """
     from recllm.backbone import backbone_config_dict, build_backbone, is_causal
 
-    version = model_version_for(ds, config)
+    version = model_version_for(ds, config, id_only)
     work = os.path.abspath(os.path.join(config.train.model_root, version))
     features = lake.read("item_features").select(
         "item_id", "item_index", "text_embedding", "image_embedding", "n_positive").toPandas()
@@ -423,8 +433,9 @@ def prepare_training(lake, ds: str, config) -> dict:
             out_dim=m.out_dim,
             n_query_tokens=m.n_query_tokens,
             init_scale=m.init_scale,
-            id_dropout=m.id_dropout,
+            id_dropout=0.0 if id_only else m.id_dropout,
             slot_attention=m.slot_attention,
+            id_only=id_only,
             causal=is_causal(backbone.config.model_type),
             pad_token_id=int(tokenizer.pad_token_id),
             max_tokens=m.max_tokens,
@@ -450,7 +461,8 @@ def prepare_training(lake, ds: str, config) -> dict:
         "full_softmax_max_items": t.full_softmax_max_items,
         "num_negatives": t.num_negatives,
         "ctr_loss_weight": t.ctr_loss_weight,
-        "lm_loss_weight": config.model.lm_loss_weight,
+        "lm_loss_weight": 0.0 if id_only else config.model.lm_loss_weight,
+        "objectives": EXPERT_OBJECTIVES if id_only else None,
         "checkpoint_every_steps": t.checkpoint_every_steps,
         "patience": t.patience,
         "eval_k": t.eval_k,
@@ -473,17 +485,21 @@ def _use_gpu(setting: str) -> bool:
     return torch.cuda.is_available()
 
 
-def run_training(lake, ds: str, config, num_processes: int | None = None) -> dict:
-    """Fine-tune with TorchDistributor and register the model version in `models`."""
+def run_training(lake, ds: str, config, num_processes: int | None = None, id_only: bool = False) -> dict:
+    """Fine-tune with TorchDistributor; the URM model's version is registered in `models`.
+
+    With `id_only` it trains the SASRec-style expert baseline instead, which is not registered.
+    """
     from pyspark.ml.torch.distributor import TorchDistributor
 
-    plan = prepare_training(lake, ds, config)
+    plan = prepare_training(lake, ds, config, id_only)
     n = num_processes or config.train.num_processes
     log.info("training %s on %d process(es), %s, work dir %s", plan["model_version"], n,
              "GPU" if plan["use_gpu"] else "CPU", plan["work_dir"])
     distributor = TorchDistributor(num_processes=n, local_mode=config.train.local_mode, use_gpu=plan["use_gpu"])
     result = distributor.run(train_fn, plan)
-    register_model(lake, ds, config, plan, result)
+    if not id_only:
+        register_model(lake, ds, config, plan, result)
     return {**result, "model_version": plan["model_version"], "path": os.path.join(plan["work_dir"], BEST_DIR)}
 
 

@@ -32,7 +32,16 @@ def test_the_demo_runs_the_nightly_pipeline_end_to_end_and_shows_a_sample(config
     assert "train     " in out and "skipped: not enough history yet" in out
     assert "reusing urm-2026-01-03" in out
     assert "candidates=" in out and "metric rows" in out
+    metrics = spark_metrics(tmp_path)
+    assert {"popularity", "als", "gbt_ctr", "sasrec"} <= metrics and any(m.startswith("urm-") for m in metrics)
     assert "Today's click candidates for" in out and "A cold-start fill" in out
+
+
+def spark_metrics(tmp_path) -> set[str]:
+    """Models with rows in the demo lake's metrics table."""
+    from tests.conftest import read_delta_rs
+
+    return set(read_delta_rs(str(tmp_path / "lake" / "metrics"))["model"])
 
 
 def test_land_then_ingest_from_the_command_line_and_rerun_safely(config_file, spark, caplog):

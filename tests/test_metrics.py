@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from recllm.metrics import auc, coverage, hit_positions, log_loss, ndcg_at_k, recall_at_k
+from recllm.metrics import (auc, coverage, gauc, hit_positions, hit_rate_at_k, log_loss, mrr_at_k, ndcg_at_k, novelty,
+                            recall_at_k)
 
 RANKED = np.array([[3, 1, 2], [0, 4, 5], [7, 8, -1]])
 TARGETS = np.array([1, 9, 7])
@@ -40,3 +41,25 @@ def test_a_nan_score_ranks_last_in_auc():
 def test_log_loss_and_coverage_by_hand():
     assert log_loss(np.array([1, 0]), np.array([0.8, 0.4])) == pytest.approx(-(math.log(0.8) + math.log(0.6)) / 2)
     assert coverage(RANKED, 10) == pytest.approx(8 / 10)
+
+
+def test_hit_rate_and_mrr_by_hand():
+    assert hit_rate_at_k(RANKED, TARGETS, 3) == pytest.approx(2 / 3)
+    assert mrr_at_k(RANKED, TARGETS, 3) == pytest.approx((1 / 2 + 0 + 1) / 3)
+    assert mrr_at_k(RANKED, TARGETS, 1) == pytest.approx(1 / 3)
+
+
+def test_gauc_weighs_each_users_auc_by_their_impressions():
+    groups = np.array(["a", "a", "a", "b", "b", "c"])
+    labels = np.array([1, 0, 0, 0, 1, 1])
+    scores = np.array([0.9, 0.2, 0.95, 0.8, 0.3, 0.5])
+    # a: positive 0.9 beats 0.2, loses to 0.95 -> 0.5 over 3 impressions; b: 0.0 over 2; c: one class, skipped
+    assert gauc(groups, labels, scores) == pytest.approx((0.5 * 3 + 0.0 * 2) / 5)
+    assert math.isnan(gauc(np.array(["c"]), np.array([1]), np.array([0.5])))
+
+
+def test_novelty_by_hand():
+    counts = np.array([5, 1, 1, 0])  # +1 smoothing: 6, 2, 2, 1 of 11
+    ranked = np.array([[0, 1], [3, -1]])
+    expected = -(math.log2(6 / 11) + math.log2(2 / 11) + math.log2(1 / 11)) / 3
+    assert novelty(ranked, counts, 2) == pytest.approx(expected)

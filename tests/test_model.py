@@ -253,3 +253,17 @@ def test_attention_pooling_weighs_only_the_rows_own_slots(tokenizer):
     assert (weights > -1e-5).all() and not torch.allclose(weights[0], weights[1])
     assert torch.allclose(pooled[1], values[batch.slot_rows == 1].expand_as(pooled[1]), atol=1e-6)
     assert torch.equal(pooled[2], torch.zeros_like(pooled[2]))
+
+
+def test_an_id_only_model_reads_no_text_and_cannot_place_items_it_never_trained_on(tokenizer):
+    model = tiny_model(tokenizer)
+    model.config.id_only = True
+    model = URM(model.config, model.backbone).eval()
+    collator = Collator(tokenizer, model.config)
+    assert collator.tokenize(PROMPTS) == [[model.config.item_slot_id] * 2, [model.config.item_slot_id], []]
+    catalog = tiny_catalog()
+    before = model.item_vectors(catalog)
+    catalog.text.add_(5.0)
+    assert torch.allclose(model.item_vectors(catalog), before)
+    cold = torch.tensor([N_ITEMS - 2, N_ITEMS - 1])  # indices >= n_items_trained
+    assert torch.allclose(model.item_vectors(catalog, cold)[0], model.item_vectors(catalog, cold)[1])

@@ -1,0 +1,238 @@
+"""Loader that turns Amazon review dumps (JSON lines, 2014/2018 or 2023 field names) into raw landing frames.
+
+The result has the same shape as one synthetic day: `events_raw` with a `rating` event per
+review, `items_raw` with one row per product in the metadata (plus products only reviewed)
+and `users_raw` with one row per reviewer, every field a string as upstream would land it.
+Files may be gzip-compressed (a `.gz` suffix); review text is not used.
+"""
+
+from __future__ import annotations
+
+import ast
+import gzip
+import json
+import math
+import re
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Iterator
+
+import pandas as pd
+
+from recllm.movielens import _frame, _iso, _strings
+from recllm.synthetic import SyntheticDay
+from schemas import EVENTS_RAW, ITEMS_RAW, USERS_RAW
+
+SCENARIO = "amazon"
+DESCRIPTION_CHARS = 1000
+PRICE = re.compile(r"\$?\s*(\d{1,3}(?:,\d{3})+|\d+)(\.\d+)?")
+"""A single price such as "$12.99", "$1,299.00" or "12"; ranges like "$5 - $9" do not match."""
+
+
+def load_amazon(reviews_path: str | Path, meta_path: str | Path | None = None, ds: str | None = None) -> SyntheticDay:
+    """Load a reviews file and optional metadata file as one landing; ds defaults to the date of the latest review."""
+    reviews_path = Path(reviews_path)
+    reviews = _reviews(reviews_path)
+    if reviews.empty:
+        raise ValueError(f"{reviews_path}: no reviews to load")
+    metadata = _metadata(Path(meta_path)) if meta_path is not None else []
+    ds = ds or pd.Timestamp(int(reviews["seconds"].max()), unit="s", tz="UTC").strftime("%Y-%m-%d")
+    return SyntheticDay(
+        ds=ds,
+        events_raw=_events(reviews, ds),
+        items_raw=_items(metadata, reviews, ds),
+        users_raw=_users(reviews, ds),
+        expected_rejects={},
+    )
+
+
+def _json_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each non-blank line of a JSON lines file, gunzipped when it ends in .gz."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            if line.strip():
+                yield number, _parse(line, path, number)
+
+
+def _parse(line: str, path: Path, number: int) -> dict[str, Any]:
+    """One JSON object; the 2014 metadata's Python-literal lines (single quotes) are accepted too."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as err:
+        try:
+            record = ast.literal_eval(line.strip())
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            raise ValueError(f"{path}, line {number}: malformed JSON ({err.msg})") from err
+    if not isinstance(record, dict):
+        raise ValueError(f"{path}, line {number}: expected a JSON object, got {type(record).__name__}")
+    return record
+
+
+def _first(record: dict[str, Any], *keys: str) -> Any:
+    """The value of the first key present with a non-null, non-blank value."""
+    for key in keys:
+        value = record.get(key)
+        if value is not None and value != "":
+            return value
+    return None
+
+
+def _reviews(path: Path) -> pd.DataFrame:
+    """user, item, value (rating text) and seconds of every review, in file order."""
+    rows = []
+    for number, record in _json_lines(path):
+        user = _first(record, "user_id", "reviewerID")
+        item = _first(record, "parent_asin", "asin")
+        if user is None or item is None:
+            raise ValueError(f"{path}, line {number}: review has no {'user' if user is None else 'item'} id")
+        rating = _first(record, "rating", "overall")
+        rows.append((str(user), str(item), None if rating is None else _number(rating), _seconds(record, path, number)))
+    return pd.DataFrame(rows, columns=["user", "item", "value", "seconds"]).astype({"seconds": "int64"})
+
+
+def _number(value: Any) -> str:
+    """A rating as decimal text, 5 and 5.0 both giving "5.0"; non-numbers are kept as landed."""
+    try:
+        return str(float(value))
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def _seconds(record: dict[str, Any], path: Path, number: int) -> int:
+    """Review time in unix seconds: 2023 `timestamp` is in milliseconds, 2014/2018 `unixReviewTime` in seconds."""
+    if record.get("timestamp") is not None:
+        key, per_second = "timestamp", 1000
+    elif record.get("unixReviewTime") is not None:
+        key, per_second = "unixReviewTime", 1
+    else:
+        raise ValueError(f"{path}, line {number}: review has no timestamp or unixReviewTime")
+    try:
+        return int(record[key]) // per_second
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{path}, line {number}: {key} {record[key]!r} is not an integer") from err
+
+
+def _metadata(path: Path) -> list[dict[str, Any]]:
+    """Metadata records with an item id, the first record winning when an id repeats (2018 dumps repeat some)."""
+    records: dict[str, dict[str, Any]] = {}
+    for number, record in _json_lines(path):
+        item = _first(record, "parent_asin", "asin")
+        if item is None:
+            raise ValueError(f"{path}, line {number}: metadata has no parent_asin or asin")
+        records.setdefault(str(item), record)
+    return [{"item": item, **record} for item, record in records.items()]
+
+
+def _text(value: Any) -> str | None:
+    """Stripped text, None when missing or blank."""
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def _leaf(path: Any) -> str | None:
+    """Last entry of a category path, ignoring the HTML fragments some 2018 paths end with."""
+    if not isinstance(path, list):
+        return _text(path)
+    names = []
+    for name in path:
+        if not isinstance(name, str) or "<" in name:
+            break
+        names.append(name)
+    return next((n for n in map(_text, reversed(names)) if n), None)
+
+
+def _category(record: dict[str, Any]) -> str | None:
+    """The most specific category given: leaf of `categories` (2014 list of paths, 2023 one path),
+    else the 2023 `main_category`, else the leaf of the 2018 `category` path."""
+    categories = record.get("categories")
+    if isinstance(categories, list) and categories:
+        leaf = _leaf(categories[0] if isinstance(categories[0], list) else categories)
+        if leaf:
+            return leaf
+    return _text(record.get("main_category")) or _leaf(record.get("category"))
+
+
+def _description(value: Any) -> str | None:
+    """Description text (a string or a list of paragraphs joined by spaces), cut to DESCRIPTION_CHARS."""
+    parts = value if isinstance(value, list) else [value]
+    text = " ".join(t for t in map(_text, parts) if t)
+    return text[:DESCRIPTION_CHARS] or None
+
+
+def _price(value: Any) -> str | None:
+    """A price as plain decimal text ("$1,299.00" -> "1299.00", 12.5 -> "12.5"); None when unparseable."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return format(Decimal(repr(value)), "f") if math.isfinite(value) else None
+    if isinstance(value, str):
+        match = PRICE.fullmatch(value.strip())
+        if match:
+            return match.group(1).replace(",", "") + (match.group(2) or "")
+    return None
+
+
+def _events(reviews: pd.DataFrame, ds: str) -> pd.DataFrame:
+    """One rating event per review, in file order."""
+    n = len(reviews)
+    return _frame(
+        EVENTS_RAW.column_names,
+        {
+            "event_id": _strings(range(n), "az-r"),
+            "user_id": _strings(reviews["user"], "u"),
+            "item_id": _strings(reviews["item"], "a"),
+            "event_type": ["rating"] * n,
+            "scenario": [SCENARIO] * n,
+            "query": [None] * n,
+            "value": list(reviews["value"]),
+            "ts": _iso(reviews["seconds"]),
+            "ds": [ds] * n,
+        },
+    )
+
+
+def _items(metadata: list[dict[str, Any]], reviews: pd.DataFrame, ds: str) -> pd.DataFrame:
+    """One items_raw row per metadata record, then one per item only reviewed (titled by its asin);
+    created_ts is the item's first review, or the earliest review when it has none."""
+    described = {record["item"] for record in metadata}
+    reviewed_only = [{"item": item} for item in reviews["item"].drop_duplicates() if item not in described]
+    records = metadata + reviewed_only
+    ids = [record["item"] for record in records]
+    first = pd.Series(ids).map(reviews.groupby("item")["seconds"].min()).fillna(reviews["seconds"].min())
+    n = len(records)
+    return _frame(
+        ITEMS_RAW.column_names,
+        {
+            "item_id": _strings(ids, "a"),
+            "title": [_text(r.get("title")) or r["item"] for r in records],
+            "description": [_description(r.get("description")) for r in records],
+            "category": [_category(r) for r in records],
+            "brand": [_text(r.get("brand")) or _text(r.get("store")) for r in records],
+            "price": [_price(r.get("price")) for r in records],
+            "image_embedding": [None] * n,
+            "created_ts": _iso(first.astype("int64")),
+            "ds": [ds] * n,
+        },
+    )
+
+
+def _users(reviews: pd.DataFrame, ds: str) -> pd.DataFrame:
+    """One users_raw row per reviewer, ordered by id; created_ts is their first review."""
+    first = reviews.groupby("user")["seconds"].min()
+    n = len(first)
+    empty = [None] * n
+    return _frame(
+        USERS_RAW.column_names,
+        {
+            "user_id": _strings(first.index, "u"),
+            "age": empty,
+            "gender": empty,
+            "country": empty,
+            "profile_text": empty,
+            "created_ts": _iso(first.reset_index(drop=True)),
+            "ds": [ds] * n,
+        },
+    )

@@ -1,0 +1,297 @@
+"""Loader that turns a RecBole atomic-file dataset directory into raw landing frames.
+
+Interactions come from `NAME.inter` (user, item, optional rating and timestamp) or from the
+pre-split sequential files `NAME.train.inter`, `NAME.valid.inter`, `NAME.test.inter` that
+text-aware recommenders ship (one history and target per row, no times). Optional
+`NAME.item`, `NAME.text` and `NAME.item2index` / `NAME.user2index` add item text and map
+integer indices back to the original ids. Pre-split data gets each user's sequence rebuilt
+with synthetic times one second apart, so a leave-last-out split reproduces the shipped one.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from recllm.amazon import _price, _text
+from recllm.movielens import _frame, _iso, _strings
+from recllm.synthetic import SyntheticDay
+from schemas import EVENTS_RAW, ITEMS_RAW, USERS_RAW
+
+SCENARIO = "recbole"
+FIELD_TYPES = ("token", "token_seq", "float", "float_seq")
+SPLITS = ("train", "valid", "test")
+SYNTHETIC_START_S = int(pd.Timestamp("2020-01-01", tz="UTC").timestamp())
+"""Time of each user's first event when the files carry no timestamps; later events follow a second apart."""
+TITLE_CHARS = 80
+ITEM_FIELDS = {
+    "title": ("title", "movie_title", "name"),
+    "category": ("categories", "category", "class", "genre"),
+    "brand": ("brand",),
+    "price": ("price",),
+    "description": ("description", "desc", "text"),
+}
+"""Item-file field names read into each items_raw column, the first present winning."""
+
+
+@dataclass(frozen=True)
+class RecBoleData:
+    """A loaded RecBole dataset; `presplit` says it ships its own train/valid/test split."""
+
+    day: SyntheticDay
+    presplit: bool
+
+
+def load_recbole(directory: str | Path, name: str | None = None, ds: str | None = None) -> RecBoleData:
+    """Load dataset NAME (default: the directory's name) as one landing; ds defaults to the latest event's date."""
+    root = Path(directory)
+    stem = root / (name or root.absolute().name)
+    user_ids = _index_map(_file(stem, "user2index"))
+    item_ids = _index_map(_file(stem, "item2index"))
+    plain = _file(stem, "inter")
+    splits = [_file(stem, f"{split}.inter") for split in SPLITS]
+    if plain.exists():
+        (inter, event_type), presplit = _plain(plain), False
+    elif all(path.exists() for path in splits):
+        (inter, event_type), presplit = _presplit(splits), True
+    else:
+        looked_for = ", ".join(path.name for path in [plain, *splits])
+        raise ValueError(f"{root}: no RecBole interactions; looked for {looked_for}")
+    if inter.empty:
+        raise ValueError(f"{root}: no interactions to load")
+    inter["user"] = _translate(inter["user"], user_ids, f"{stem.name}.user2index")
+    inter["item"] = _translate(inter["item"], item_ids, f"{stem.name}.item2index")
+    ds = ds or pd.Timestamp(int(inter["seconds"].max()), unit="s", tz="UTC").strftime("%Y-%m-%d")
+    day = SyntheticDay(
+        ds=ds,
+        events_raw=_events(inter, event_type, ds),
+        items_raw=_items(stem, inter, item_ids, ds),
+        users_raw=_users(inter, ds),
+        expected_rejects={},
+    )
+    return RecBoleData(day=day, presplit=presplit)
+
+
+def _file(stem: Path, suffix: str) -> Path:
+    """The dataset file `NAME.suffix` next to the stem `directory/NAME`."""
+    return stem.with_name(f"{stem.name}.{suffix}")
+
+
+def _read_atomic(path: Path) -> tuple[pd.DataFrame, dict[str, str]]:
+    """A RecBole TSV as all-string columns named without their `:type`, and each field's type."""
+    with open(path, encoding="utf-8") as lines:
+        header = lines.readline().rstrip("\r\n").split("\t")
+    types = {}
+    for field in header:
+        field_name, _, kind = field.partition(":")
+        if kind not in FIELD_TYPES:
+            raise ValueError(f"{path}: header field {field!r} lacks a :type ({', '.join(FIELD_TYPES)})")
+        types[field_name] = kind
+    frame = pd.read_csv(
+        path, sep="\t", header=None, skiprows=1, names=list(types), dtype=str,
+        keep_default_na=False, quoting=csv.QUOTE_NONE, encoding="utf-8",
+    )
+    return frame, types
+
+
+def _require(frame: pd.DataFrame, path: Path, *fields: str) -> None:
+    """Fail clearly when an atomic file lacks a field the loader needs."""
+    missing = [f for f in fields if f not in frame.columns]
+    if missing:
+        raise ValueError(f"{path}: missing field {missing[0]!r} (has {', '.join(frame.columns)})")
+
+
+def _index_map(path: Path) -> dict[str, str]:
+    """index -> original id from a two-column `original index` file, with or without a header; {} when absent."""
+    if not path.exists():
+        return {}
+    mapping: dict[str, str] = {}
+    with open(path, encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            parts = line.rstrip("\r\n").split("\t") if "\t" in line else line.split()
+            if not parts:
+                continue
+            if len(parts) != 2:
+                raise ValueError(f"{path}, line {number}: expected an original id and an integer index")
+            original, index = (p.strip() for p in parts)
+            if not index.isdigit():
+                if not mapping:
+                    continue  # the header line
+                raise ValueError(f"{path}, line {number}: index {index!r} is not an integer")
+            mapping[index] = original
+    return mapping
+
+
+def _translate(ids: pd.Series, index_map: dict[str, str], map_name: str) -> pd.Series:
+    """Original ids for a column of integer indices; a column that is not all integers already holds ids."""
+    if not index_map or ids.empty or not ids.str.fullmatch(r"\d+").all():
+        return ids
+    unknown = ids[~ids.isin(list(index_map))]
+    if not unknown.empty:
+        raise ValueError(f"{map_name}: no original id for index {unknown.iloc[0]}")
+    return ids.map(index_map)
+
+
+def _synthetic_seconds(users: pd.Series) -> pd.Series:
+    """Each user's events one second apart from SYNTHETIC_START_S, in the given order."""
+    return SYNTHETIC_START_S + users.groupby(users, sort=False).cumcount().astype("int64")
+
+
+def _plain(path: Path) -> tuple[pd.DataFrame, str]:
+    """user, item, value and seconds per `.inter` row, in file order (rows without times are spaced per user),
+    and the event type: rating when the file has ratings, else click."""
+    frame, _ = _read_atomic(path)
+    _require(frame, path, "user_id", "item_id")
+    inter = pd.DataFrame({"user": frame["user_id"], "item": frame["item_id"]})
+    inter["value"] = [_text(v) for v in frame["rating"]] if "rating" in frame else None
+    if "timestamp" in frame:
+        try:
+            stamps = pd.to_numeric(frame["timestamp"], errors="raise")
+        except ValueError as err:
+            raise ValueError(f"{path}: timestamp field holds a non-number ({err})") from err
+        inter["seconds"] = np.floor(stamps).astype("int64")
+    else:
+        inter["seconds"] = _synthetic_seconds(inter["user"])
+    return inter, "rating" if "rating" in frame else "click"
+
+
+def _presplit(paths: list[Path]) -> tuple[pd.DataFrame, str]:
+    """user and item per event of each user's rebuilt sequence (users in order of first appearance),
+    with synthetic seconds so that a user's last event is the test target and the one before it the valid target."""
+    rows: dict[str, dict[str, list[tuple[list[str], str]]]] = {}
+    for split, path in zip(SPLITS, paths):
+        frame, _ = _read_atomic(path)
+        _require(frame, path, "user_id", "item_id_list", "item_id")
+        for user, history, target in zip(frame["user_id"], frame["item_id_list"], frame["item_id"]):
+            rows.setdefault(user, {s: [] for s in SPLITS})[split].append((history.split(), target))
+    users, items = [], []
+    for user, by_split in rows.items():
+        sequence = _rebuild(by_split["train"], by_split["valid"][:1], by_split["test"][:1])
+        users += [user] * len(sequence)
+        items += sequence
+    inter = pd.DataFrame({"user": pd.Series(users, dtype=object), "item": pd.Series(items, dtype=object)})
+    inter["value"] = None
+    inter["seconds"] = _synthetic_seconds(inter["user"])
+    return inter, "click"
+
+
+def _rebuild(
+    train: list[tuple[list[str], str]], valid: list[tuple[list[str], str]], test: list[tuple[list[str], str]]
+) -> list[str]:
+    """A user's full item sequence from their rows: the train rows chained by history length (histories may be
+    cut to a maximum length, so chaining recovers the start), then the valid and test targets; the longest of
+    that and what the valid or test row alone gives."""
+    tail = [target for _, target in valid + test]
+    chained = sorted(train, key=lambda row: len(row[0]))
+    candidates = [(chained[0][0] + [target for _, target in chained] if chained else []) + tail]
+    if valid:
+        candidates.append(valid[0][0] + tail)
+    if test:
+        candidates.append(test[0][0] + [test[0][1]])
+    return max(candidates, key=len)
+
+
+def _events(inter: pd.DataFrame, event_type: str, ds: str) -> pd.DataFrame:
+    """One event of the given type per interaction, in order."""
+    n = len(inter)
+    return _frame(
+        EVENTS_RAW.column_names,
+        {
+            "event_id": _strings(range(n), f"rb-{event_type[0]}"),
+            "user_id": _strings(inter["user"], "u"),
+            "item_id": _strings(inter["item"], "i"),
+            "event_type": [event_type] * n,
+            "scenario": [SCENARIO] * n,
+            "query": [None] * n,
+            "value": list(inter["value"]),
+            "ts": _iso(inter["seconds"]),
+            "ds": [ds] * n,
+        },
+    )
+
+
+def _category(value: str, kind: str) -> str | None:
+    """The last category of a token_seq ("Books, Fiction" or "Animation Comedy"), or a token as is."""
+    if kind != "token_seq":
+        return _text(value)
+    names = value.split(",") if "," in value else value.split()
+    return next((n for n in (name.strip().strip("'\"").strip() for name in reversed(names)) if n), None)
+
+
+def _item_texts(stem: Path, item_ids: dict[str, str]) -> dict[str, dict[str, str | None]]:
+    """Per original item id, the title, category, brand, price and description found in NAME.item and NAME.text."""
+    texts: dict[str, dict[str, str | None]] = {}
+    item_path = _file(stem, "item")
+    if item_path.exists():
+        frame, types = _read_atomic(item_path)
+        _require(frame, item_path, "item_id")
+        ids = _translate(frame["item_id"], item_ids, f"{stem.name}.item2index")
+        columns = {c: next((f for f in fields if f in frame), None) for c, fields in ITEM_FIELDS.items()}
+        for row, item in zip(frame.to_dict("records"), ids):
+            got = {c: row[f] for c, f in columns.items() if f is not None}
+            texts.setdefault(item, {
+                "title": _text(got.get("title")),
+                "category": _category(got["category"], types[columns["category"]]) if "category" in got else None,
+                "brand": _text(got.get("brand")),
+                "price": _price(got.get("price")),
+                "description": _text(got.get("description")),
+            })
+    text_path = _file(stem, "text")
+    if text_path.exists():
+        frame, _ = _read_atomic(text_path)
+        _require(frame, text_path, "item_id", "text")
+        ids = _translate(frame["item_id"], item_ids, f"{stem.name}.item2index")
+        for item, text in zip(ids, frame["text"]):
+            fields = texts.setdefault(item, dict.fromkeys(ITEM_FIELDS))
+            if _text(text):
+                fields["description"] = _text(text)
+                fields["title"] = fields["title"] or _text(text[:TITLE_CHARS])
+    return texts
+
+
+def _items(stem: Path, inter: pd.DataFrame, item_ids: dict[str, str], ds: str) -> pd.DataFrame:
+    """One items_raw row per item of NAME.item, then NAME.text, then items only interacted with (titled by
+    their id); created_ts is the item's first event, or the earliest event when it has none."""
+    texts = _item_texts(stem, item_ids)
+    for item in inter["item"].drop_duplicates():
+        texts.setdefault(item, dict.fromkeys(ITEM_FIELDS))
+    ids = list(texts)
+    first = pd.Series(ids).map(inter.groupby("item")["seconds"].min()).fillna(inter["seconds"].min())
+    n = len(ids)
+    return _frame(
+        ITEMS_RAW.column_names,
+        {
+            "item_id": _strings(ids, "i"),
+            "title": [texts[i]["title"] or i for i in ids],
+            "description": [texts[i]["description"] for i in ids],
+            "category": [texts[i]["category"] for i in ids],
+            "brand": [texts[i]["brand"] for i in ids],
+            "price": [texts[i]["price"] for i in ids],
+            "image_embedding": [None] * n,
+            "created_ts": _iso(first.astype("int64")),
+            "ds": [ds] * n,
+        },
+    )
+
+
+def _users(inter: pd.DataFrame, ds: str) -> pd.DataFrame:
+    """One users_raw row per user, ordered by id; created_ts is their first event."""
+    first = inter.groupby("user")["seconds"].min()
+    n = len(first)
+    empty = [None] * n
+    return _frame(
+        USERS_RAW.column_names,
+        {
+            "user_id": _strings(first.index, "u"),
+            "age": empty,
+            "gender": empty,
+            "country": empty,
+            "profile_text": empty,
+            "created_ts": _iso(first.reset_index(drop=True)),
+            "ds": [ds] * n,
+        },
+    )
