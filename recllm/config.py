@@ -126,6 +126,7 @@ class ScoreConfig:
 class EvaluateConfig:
     id_only_expert: bool = True  # also train the ID-only, SASRec-style expert (same loop, no text) and evaluate it
     expert_epochs: int = 10  # its epoch budget (early stopping as in train:)
+    expert_objective: str = "click"  # the sequence it learns to continue (like: rated 4+ for rating-only data)
 
 
 @dataclass

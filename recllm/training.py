@@ -387,10 +387,6 @@ def catalog_from_features(features) -> ItemCatalog:
     return ItemCatalog(text, image, has_image, features["item_id"].to_list())
 
 
-EXPERT_OBJECTIVES = ["click"]
-"""What the ID-only expert learns: the next clicked item, as SASRec learns the next item."""
-
-
 def model_version_for(ds: str, config, id_only: bool = False) -> str:
     """Deterministic for a run date and the settings that shape the model, so reruns resume."""
     import hashlib
@@ -403,7 +399,8 @@ def prepare_training(lake, ds: str, config, id_only: bool = False) -> dict:
     """Write the work folder (catalogue, tokenizer, initial weights) and return the rank plan.
 
     `id_only` prepares the SASRec-style expert instead: the same backbone and loop over
-    item ID vectors alone (no prompt text, no text or image features), on clicks alone.
+    item ID vectors alone (no prompt text, no text or image features), on one objective's
+    examples (`evaluate.expert_objective`), as SASRec learns the next item.
     """
     from recllm.backbone import backbone_config_dict, build_backbone, is_causal
 
@@ -462,7 +459,7 @@ def prepare_training(lake, ds: str, config, id_only: bool = False) -> dict:
         "num_negatives": t.num_negatives,
         "ctr_loss_weight": t.ctr_loss_weight,
         "lm_loss_weight": 0.0 if id_only else config.model.lm_loss_weight,
-        "objectives": EXPERT_OBJECTIVES if id_only else None,
+        "objectives": [config.evaluate.expert_objective] if id_only else None,
         "checkpoint_every_steps": t.checkpoint_every_steps,
         "patience": t.patience,
         "eval_k": t.eval_k,

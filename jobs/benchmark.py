@@ -1,0 +1,53 @@
+"""Benchmark the URM default against every baseline on a real dataset, in one run.
+
+    python -m jobs.benchmark --data ../shared/datasets/ml-latest-small --format movielens [--out results.json]
+        [--config F] [--work benchmark]
+
+Builds a fresh lake under `--work/<dataset>` (leave-last-out split), trains the URM default
+and the ID-only expert, evaluates them with popularity and ALS, prints one table and, with
+`--out`, writes the rows `{"model", "metric", "k", "value"}` as a JSON list.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+from dataclasses import replace
+
+from jobs.common import parser, run
+from recllm.benchmark import FORMATS, results_table, run_benchmark
+from recllm.config import load_config
+from recllm.session import build_lake, build_spark
+from udfs.text import text_embedding_udf
+
+
+def main(args: argparse.Namespace) -> None:
+    config = load_config(args.config)
+    work = os.path.abspath(os.path.join(args.work, os.path.basename(os.path.normpath(args.data))))
+    shutil.rmtree(work, ignore_errors=True)
+    config = replace(config, lake=replace(config.lake, root=os.path.join(work, "lake")),
+                     train=replace(config.train, model_root=os.path.join(work, "models")))
+    lake = build_lake(build_spark(config), config)
+    embed = text_embedding_udf(config.features.text_encoder, config.features.batch_size)
+    rows = run_benchmark(lake, args.data, args.format, config, embed)
+    print(f"\n{args.data} ({args.format}), leave-last-out\n")
+    print(results_table(rows))
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(rows, f, indent=1)
+        print(f"\nwrote {len(rows)} rows to {args.out}")
+
+
+def cli(argv: list[str] | None = None) -> None:
+    p = parser(__doc__.splitlines()[0], needs_ds=False)
+    p.add_argument("--data", required=True, help="dataset folder")
+    p.add_argument("--format", required=True, choices=FORMATS)
+    p.add_argument("--out", default=None, help="write the result rows as JSON")
+    p.add_argument("--work", default="benchmark", help="folder for the benchmark's lake and models")
+    run("benchmark", main, p.parse_args(argv))
+
+
+if __name__ == "__main__":
+    cli()
