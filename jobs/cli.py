@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-JOBS = ("land", "ingest", "features", "prompts", "train", "score", "evaluate", "nightly", "demo", "benchmark")
+JOBS = ("land", "ingest", "features", "prompts", "train", "score", "evaluate", "nightly", "demo", "benchmark", "sensitivity")
 
 
 def main(argv: list[str] | None = None) -> None:

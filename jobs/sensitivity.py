@@ -1,0 +1,42 @@
+"""Prompt sensitivity: score one objective's users with alternative instructions and compare.
+
+    python -m jobs.sensitivity --ds 2026-01-04 --objective click \\
+        --instruction "Suggest what this shopper opens next." --instruction "..." [--model-version V] [--k 10]
+
+Prints one row per instruction (the configured one first): Recall/NDCG@K and their deltas
+where the split has targets, the mean overlap of the top-K sets with the configured
+instruction's, and the shift of their category mix.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from jobs.common import open_lake, parser, run
+from recllm.scoring import resolve_model
+from recllm.sensitivity import prompt_sensitivity
+
+
+def main(args: argparse.Namespace) -> None:
+    config, lake = open_lake(args)
+    model = resolve_model(lake, args.model_version or config.score.model_version)
+    frame = prompt_sensitivity(lake, args.ds, model.path, args.objective, args.instruction, config.prompts,
+                               k=args.k, split=args.split)
+    print(f"\nprompt sensitivity, ds={args.ds}, objective {args.objective}, model {model.version}\n")
+    print(frame.drop(columns=["instruction"]).to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    for row in frame.itertuples():
+        print(f"  {row.variant}: {row.instruction}")
+
+
+def cli(argv: list[str] | None = None) -> None:
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--objective", required=True)
+    p.add_argument("--instruction", action="append", required=True, help="an alternative instruction (repeatable)")
+    p.add_argument("--model-version", default=None)
+    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--split", default="test", help="test (with metric deltas) or infer (today's prompts)")
+    run("sensitivity", main, p.parse_args(argv))
+
+
+if __name__ == "__main__":
+    cli()
