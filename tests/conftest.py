@@ -17,6 +17,30 @@ def spark():
     session.stop()
 
 
+SMALL_MODEL = """
+model: {hidden_size: 32, num_layers: 1, num_heads: 2, intermediate_size: 64, vocab_size: 600}
+train: {epochs: 2, batch_size: 64, num_processes: 1, model_root: %s}
+score: {work_root: %s, top_k: 10}
+"""
+
+
+@pytest.fixture(scope="session")
+def small_demo(spark, tmp_path_factory):
+    """The demo at a small size, run once: (its folder with lake/, its printed output)."""
+    import contextlib
+    import io
+
+    from jobs import demo
+
+    root = tmp_path_factory.mktemp("demo")
+    config = root / "recllm.yaml"
+    config.write_text(f"lake:\n  root: {root / 'lake'}\n  backend: deltars\n" + SMALL_MODEL % (root / "models", root / "scoring"))
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        demo.cli(["--config", str(config), "--days", "4", "--users", "30", "--items", "40", "--log-level", "WARNING"])
+    return root, printed.getvalue()
+
+
 @pytest.fixture
 def lake(spark, tmp_path) -> Lake:
     return Lake(spark, root=str(tmp_path / "lake"), backend="deltars")

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from jobs import demo, ingest, land
+from jobs import ingest, land
 
 
 @pytest.fixture
@@ -16,32 +16,17 @@ def config_file(tmp_path, spark):
     return str(path)
 
 
-SMALL_MODEL = """
-model: {hidden_size: 32, num_layers: 1, num_heads: 2, intermediate_size: 64, vocab_size: 600}
-train: {epochs: 2, batch_size: 64, num_processes: 1, model_root: %s}
-score: {work_root: %s, top_k: 10}
-"""
-
-
-def test_the_demo_runs_the_nightly_pipeline_end_to_end_and_shows_a_sample(config_file, tmp_path, capsys):
-    with open(config_file, "a") as f:
-        f.write(SMALL_MODEL % (tmp_path / "models", tmp_path / "scoring"))
-    demo.cli(["--config", config_file, "--days", "4", "--users", "30", "--items", "40", "--log-level", "WARNING"])
-    out = capsys.readouterr().out
+def test_the_demo_runs_the_nightly_pipeline_end_to_end_and_shows_a_sample(small_demo):
+    root, out = small_demo
     assert "== nightly ds=2026-01-04" in out
     assert "train     " in out and "skipped: not enough history yet" in out
     assert "reusing urm-2026-01-03" in out
     assert "candidates=" in out and "metric rows" in out
-    metrics = spark_metrics(tmp_path)
-    assert {"popularity", "als", "gbt_ctr", "sasrec"} <= metrics and any(m.startswith("urm-") for m in metrics)
     assert "Today's click candidates for" in out and "A cold-start fill" in out
-
-
-def spark_metrics(tmp_path) -> set[str]:
-    """Models with rows in the demo lake's metrics table."""
     from tests.conftest import read_delta_rs
 
-    return set(read_delta_rs(str(tmp_path / "lake" / "metrics"))["model"])
+    metrics = set(read_delta_rs(str(root / "lake" / "metrics"))["model"])
+    assert {"popularity", "als", "gbt_ctr", "sasrec"} <= metrics and any(m.startswith("urm-") for m in metrics)
 
 
 def test_land_then_ingest_from_the_command_line_and_rerun_safely(config_file, spark, caplog):
