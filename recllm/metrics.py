@@ -30,7 +30,7 @@ def ndcg_at_k(ranked: np.ndarray, targets: np.ndarray, k: int) -> float:
     if len(targets) == 0:
         return float("nan")
     pos = hit_positions(np.asarray(ranked)[:, :k], targets)
-    return float(np.where(pos >= 0, 1.0 / np.log2(pos + 2.0), 0.0).mean())
+    return float(np.where(pos >= 0, 1.0 / np.log2(np.maximum(pos, 0) + 2.0), 0.0).mean())
 
 
 def auc(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -74,7 +74,7 @@ def mrr_at_k(ranked: np.ndarray, targets: np.ndarray, k: int) -> float:
     if len(targets) == 0:
         return float("nan")
     pos = hit_positions(np.asarray(ranked)[:, :k], targets)
-    return float(np.where(pos >= 0, 1.0 / (pos + 1.0), 0.0).mean())
+    return float(np.where(pos >= 0, 1.0 / (np.maximum(pos, 0) + 1.0), 0.0).mean())
 
 
 def gauc(groups: np.ndarray, labels: np.ndarray, scores: np.ndarray) -> float:

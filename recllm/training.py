@@ -90,26 +90,31 @@ def _all_reduce(values: list[float], op: str = "sum") -> list[float]:
 # -- reading a rank's shard -------------------------------------------------------------
 
 
-def shard_files(files: list[str], rank: int, world: int) -> tuple[list[str], int, int]:
-    """Files this rank reads, and the (row stride, row offset) to apply within them.
+def shard_ranges(row_counts: list[int], rank: int, world: int) -> list[tuple[int, int, int]]:
+    """(file position, first row, row count) of this rank's contiguous share of all rows.
 
-    With at least as many files as ranks each rank reads whole files; otherwise every
-    rank reads all files and keeps every `world`-th row.
+    Ranks split the rows, not the files: files differ in size, and DDP steps every rank
+    the same number of batches, so a rank with a small file would cap every other
+    rank's epoch at its own size.
     """
-    if len(files) >= world:
-        return files[rank::world], 1, 0
-    return files, world, rank
+    total = sum(row_counts)
+    lo, hi = total * rank // world, total * (rank + 1) // world
+    out, start = [], 0
+    for position, n in enumerate(row_counts):
+        a, b = max(lo, start), min(hi, start + n)
+        if a < b:
+            out.append((position, a - start, b - a))
+        start += n
+    return out
 
 
 def read_examples(files: list[str], rank: int, world: int) -> pa.Table:
-    """This rank's rows of the prompt files."""
-    mine, stride, offset = shard_files(sorted(files), rank, world)
+    """This rank's rows of the prompt files (only the files its share touches are read)."""
     columns = ["objective", "split", "prompt_text", "history_item_ids", "target_item_ids", "label"]
-    tables = [pq.read_table(f, columns=columns) for f in mine]
-    table = pa.concat_tables(tables) if tables else pa.table({c: [] for c in columns})
-    if stride > 1:
-        table = table.take(np.arange(offset, table.num_rows, stride))
-    return table
+    files = sorted(files)
+    counts = [pq.ParquetFile(f).metadata.num_rows for f in files]
+    tables = [pq.read_table(files[p], columns=columns).slice(first, n) for p, first, n in shard_ranges(counts, rank, world)]
+    return pa.concat_tables(tables) if tables else pa.table({c: [] for c in columns})
 
 
 def to_examples(table: pa.Table, split: str, collator: Collator, index: dict[str, int],

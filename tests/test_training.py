@@ -19,10 +19,11 @@ from recllm.inference import Scorer
 from recllm.ingest import run_ingest
 from recllm.lake import Lake
 from recllm.landing import land_day, prepare_history
-from recllm.metrics import recall_at_k
+from recllm.metrics import auc, recall_at_k
 from recllm.model import URM
 from recllm.synthetic import SyntheticConfig, generate
-from recllm.training import catalog_from_features, load_checkpoint, prepare_training, run_training, train_fn
+from recllm.training import (catalog_from_features, load_checkpoint, prepare_training, run_training, shard_ranges,
+                             train_fn)
 from udfs.text import text_embedding_udf
 
 K = 10
@@ -49,6 +50,15 @@ def world(spark, tmp_path_factory):
 def trained(world):
     result = run_training(world["lake"], world["ds"], world["config"], num_processes=2)
     return result
+
+
+@pytest.mark.parametrize("counts, world", [([36014, 11349], 2), ([5, 0, 7, 1], 3), ([2], 4), ([10, 10], 1)])
+def test_ranks_share_the_rows_evenly_and_exactly_once_however_uneven_the_files(counts, world):
+    shares = [shard_ranges(counts, rank, world) for rank in range(world)]
+    sizes = [sum(n for _, _, n in share) for share in shares]
+    assert sum(sizes) == sum(counts) and max(sizes) - min(sizes) <= 1
+    covered = sorted((p, first + i) for share in shares for p, first, n in share for i in range(n))
+    assert covered == [(p, r) for p, n in enumerate(counts) for r in range(n)]
 
 
 def test_a_two_process_torchdistributor_run_trains_and_registers_a_model(world, trained):
@@ -110,14 +120,15 @@ def test_cold_items_reach_users_whose_tastes_match_their_category(world, trained
     user_index = {u: k for k, u in enumerate(truth.user_ids)}
     item_index = {i: k for k, i in enumerate(truth.item_ids)}
     favourite = np.array([truth.user_taste[user_index[r.user_id]].argmax() for r in infer])
-    wins = []
+    separations = []  # per cold item: AUC of its score, its category's fans against everyone else
     for c, item in enumerate(cold):
         category = truth.item_category[item_index[scorer.catalog.item_ids[item]]]
         fans = favourite == category
         if fans.any() and (~fans).any():
-            wins.append(scores[fans, c].mean() > scores[~fans, c].mean())
-    print(f"cold items preferred by matching users: {sum(wins)}/{len(wins)}")
-    assert len(wins) >= 3 and np.mean(wins) >= 0.8
+            separations.append(auc(fans, scores[:, c]))
+    print(f"cold items: fans-vs-others AUC per item {np.round(separations, 3).tolist()}")
+    assert len(separations) >= 3
+    assert np.mean(separations) > 0.65 and np.mean(np.array(separations) > 0.5) >= 0.75
 
 
 def test_a_run_killed_after_a_checkpoint_resumes_and_finishes(world, tmp_path):
