@@ -6,8 +6,10 @@ fused soft token
     e_item = MLP_out(RMSNorm(MLP_id(x_id) + MLP_text(x_text) + MLP_img(x_img)))
 
 (a missing modality contributes zero, so a cold item still has a vector). M learnable
-query tokens close the prompt; their last hidden states, through a head, are M unit user
-vectors u_m. An item's output vector w_i comes from the same fused representation, and
+query tokens close the prompt; their last hidden states, through a head, plus each token's
+gated attention pool of the history items' output vectors (`slot_pool`, a documented
+deviation that lets a small backbone learn fast), are M unit user vectors u_m. An item's
+output vector w_i comes from the same fused representation, and
 
     s(u, i) = scale * max_m <u_m, w_i>
 
