@@ -4,7 +4,9 @@ Loads a MovieLens, Amazon or RecBole dataset, lands and ingests it, builds featu
 leave-last-out prompts (a dataset that ships its own split is rebuilt so that this split
 reproduces it), trains the URM default and the ID-only expert, and evaluates them with
 popularity and ALS on the objective with the most test examples (`like` for rating-only
-data, `click` for clicks). Results are rows `{"model", "metric", "k", "value"}`.
+data, `click` for clicks). CTR metrics (URM's CTR head against the GBT expert) come from
+impressions, or, for rating-only data, from likes against dislikes (ratings at or above
+`prompts.rating_ctr_threshold`, default 4). Results are rows `{"model", "metric", "k", "value"}`.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ log = logging.getLogger(__name__)
 
 FORMATS = ("movielens", "amazon", "recbole")
 URM_NAME = "urm"
+DEFAULT_RATING_THRESHOLD = 4.0
+"""Likes (rating >= this) against dislikes are the CTR labels of rating-only data, unless
+`prompts.rating_ctr_threshold` says otherwise."""
 TABLE_METRICS = (("recall", 10), ("recall", 50), ("ndcg", 10), ("ndcg", 50), ("cold_recall", 10),
                  ("auc", 0), ("gauc", 0), ("logloss", 0), ("train_s", 0), ("score_s", 0))
 
@@ -67,7 +72,9 @@ def run_benchmark(lake: Lake, path: str, fmt: str, config, embed) -> list[dict]:
     day, presplit = load_dataset(path, fmt)
     log.info("benchmark: %s (%s): %d events, %d items, %d users%s", path, fmt, len(day.events_raw),
              len(day.items_raw), len(day.users_raw), "; ships its own split" if presplit else "")
-    config = replace(config, prompts=replace(config.prompts, split="leave_last_out"))
+    threshold = config.prompts.rating_ctr_threshold
+    config = replace(config, prompts=replace(config.prompts, split="leave_last_out", rating_ctr_threshold=(
+        DEFAULT_RATING_THRESHOLD if threshold is None else threshold)))
     ds = prepare_history(lake, [day], config, embed)
     objective = primary_objective(lake, ds)
     config = replace(config, evaluate=replace(config.evaluate, expert_objective=objective))

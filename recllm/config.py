@@ -63,6 +63,7 @@ class PromptsConfig:
     test_days: int = 1
     objectives: dict[str, dict] = field(default_factory=dict)  # name -> {instruction, template_version, enabled}
     ctr: bool = True  # also write impression examples (label 1 = clicked) for the CTR head
+    rating_ctr_threshold: float | None = None  # also CTR examples from ratings: label 1 when rating >= this (rating-only data)
 
 
 @dataclass

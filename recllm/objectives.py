@@ -64,6 +64,11 @@ def _is(event_type: str) -> PositiveRule:
     return lambda df: df["event_type"] == event_type
 
 
+def _labelled(df: DataFrame) -> Column:
+    """CTR examples: every event the prompts job gave a click label (impressions; ratings when configured)."""
+    return df["_ctr_label"].isNotNull()
+
+
 def _click(df: DataFrame) -> Column:
     return df["event_type"] == "click"
 
@@ -117,7 +122,7 @@ DEFAULT_OBJECTIVES: tuple[Objective, ...] = (
     ),
     scenario_objective("home_feed", enabled=True),
     Objective(
-        "ctr", "Predict whether this user will click the item shown.", "v1", _is("impression"), kind=CTR
+        "ctr", "Predict whether this user will click the item shown.", "v1", _labelled, kind=CTR
     ),
 )
 """The built-in objectives, in output order."""

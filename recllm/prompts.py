@@ -129,7 +129,8 @@ def build_prompts(lake: Lake, ds: str, config: PromptsConfig) -> DataFrame:
     check_prompts_config(config)
     template = parse_template(config.template)
     objectives = objectives_from_config(config)
-    events = context_events(lake, ds, config.max_text_chars, any(o.kind == CTR for o in objectives))
+    events = context_events(lake, ds, config.max_text_chars, any(o.kind == CTR for o in objectives),
+                            config.rating_ctr_threshold)
     anchors = with_history(events.unionByName(inference_anchors(events, ds), allowMissingColumns=True), config)
     anchors = anchors.withColumn("_objectives", objective_names(anchors, objectives))
     examples = (
@@ -179,7 +180,7 @@ def output_columns(ds: str, template: Template, max_chars: int) -> list[Column]:
     ]
 
 
-def context_events(lake: Lake, ds: str, max_chars: int, ctr: bool) -> DataFrame:
+def context_events(lake: Lake, ds: str, max_chars: int, ctr: bool, rating_threshold: float | None = None) -> DataFrame:
     """Events up to `ds` with the context rules and prompts need: category, head flag, CTR label, history phrase."""
     events = lake.read(EVENTS.name).where(F.col("ds") <= ds).withColumnRenamed("ds", "_event_ds")
     categories = lake.read_or_empty(ITEMS.name).select("item_id", F.col("category").alias("item_category"))
@@ -191,7 +192,7 @@ def context_events(lake: Lake, ds: str, max_chars: int, ctr: bool) -> DataFrame:
         .withColumn("_entry", history_phrase(max_chars))
         .withColumn("_sentinel", F.lit(False))
     )
-    return with_ctr_labels(events) if ctr else events.withColumn("_ctr_label", F.lit(None).cast("double"))
+    return with_ctr_labels(events, rating_threshold) if ctr else events.withColumn("_ctr_label", F.lit(None).cast("double"))
 
 
 def head_items(events: DataFrame) -> DataFrame:
@@ -203,8 +204,12 @@ def head_items(events: DataFrame) -> DataFrame:
     )
 
 
-def with_ctr_labels(events: DataFrame) -> DataFrame:
-    """`_ctr_label` on impressions: 1.0 when a click credits them (same user, item, scenario, ds), else 0.0."""
+def with_ctr_labels(events: DataFrame, rating_threshold: float | None = None) -> DataFrame:
+    """`_ctr_label` on impressions: 1.0 when a click credits them (same user, item, scenario, ds), else 0.0.
+
+    With `rating_threshold`, ratings are labelled too (1.0 when at least the threshold): a
+    like against a dislike stands in for a click where the data holds only ratings.
+    """
     key = ("user_id", "item_id", "scenario", "_event_ds")
     is_impression = F.col("event_type") == "impression"
     in_time = Window.partitionBy(*key).orderBy("ts", F.when(is_impression, 0).otherwise(1), "event_id")
@@ -212,7 +217,10 @@ def with_ctr_labels(events: DataFrame) -> DataFrame:
     clicked = F.max((F.col("event_type") == "click").cast("double")).over(
         Window.partitionBy(*key, "_impressions_so_far")
     )
-    return events.withColumn("_ctr_label", F.when(is_impression, clicked)).drop("_impressions_so_far")
+    label = F.when(is_impression, clicked)
+    if rating_threshold is not None:
+        label = label.when(F.col("event_type") == "rating", (F.col("value") >= rating_threshold).cast("double"))
+    return events.withColumn("_ctr_label", label).drop("_impressions_so_far")
 
 
 def history_phrase(max_chars: int) -> Column:

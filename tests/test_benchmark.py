@@ -50,3 +50,5 @@ def test_the_benchmark_prints_one_table_and_writes_json_rows(tmp_path, capsys, s
     assert set(recall) == {"urm", "popularity", "als", "sasrec"}
     assert all(0.0 <= v <= 1.0 for v in recall.values())
     assert any(r["model"] == "urm" and r["metric"] == "train_s" and r["value"] > 0 for r in rows)
+    ctr_auc = {r["model"]: r["value"] for r in rows if r["metric"] == "auc"}  # likes (5 stars) against dislikes (2)
+    assert set(ctr_auc) == {"urm", "gbt_ctr"} and ctr_auc["gbt_ctr"] > 0.9

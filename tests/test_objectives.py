@@ -74,21 +74,22 @@ def test_bad_overrides_are_refused_naming_them(objectives, message):
 
 
 def test_each_rule_picks_its_positive_events(spark):
-    rows = [  # id, event_type, value, query, scenario, item_category, item_is_head, history_categories
-        ("feed_click", "click", None, None, "home_feed", "shoes", True, ["shoes"]),
-        ("tail_click", "click", None, None, "detail_page", "shoes", False, ["shoes"]),
-        ("novel_click", "click", None, None, "detail_page", "books", True, ["shoes"]),
-        ("first_click", "click", None, None, "home_feed", "books", True, []),
-        ("search_click", "click", None, "tents", "search", None, True, ["shoes"]),
-        ("purchase", "purchase", 20.0, None, "home_feed", "shoes", True, []),
-        ("like", "like", None, None, "home_feed", "shoes", True, []),
-        ("rating_4", "rating", 4.0, None, "home_feed", "shoes", True, []),
-        ("rating_3", "rating", 3.5, None, "home_feed", "shoes", True, []),
-        ("impression", "impression", None, None, "home_feed", "shoes", True, []),
+    rows = [  # id, event_type, value, query, scenario, item_category, item_is_head, history_categories, _ctr_label
+        ("feed_click", "click", None, None, "home_feed", "shoes", True, ["shoes"], None),
+        ("tail_click", "click", None, None, "detail_page", "shoes", False, ["shoes"], None),
+        ("novel_click", "click", None, None, "detail_page", "books", True, ["shoes"], None),
+        ("first_click", "click", None, None, "home_feed", "books", True, [], None),
+        ("search_click", "click", None, "tents", "search", None, True, ["shoes"], None),
+        ("purchase", "purchase", 20.0, None, "home_feed", "shoes", True, [], None),
+        ("like", "like", None, None, "home_feed", "shoes", True, [], None),
+        ("rating_4", "rating", 4.0, None, "home_feed", "shoes", True, [], None),
+        ("rating_3", "rating", 3.5, None, "home_feed", "shoes", True, [], None),
+        ("impression", "impression", None, None, "home_feed", "shoes", True, [], 0.0),
+        ("rated_ctr", "rating", 2.0, None, "home_feed", "shoes", True, [], 0.0),  # prompts.rating_ctr_threshold set
     ]
     events = spark.createDataFrame(
         rows, "id string, event_type string, value double, query string, scenario string, item_category string, "
-              "item_is_head boolean, history_categories array<string>"
+              "item_is_head boolean, history_categories array<string>, _ctr_label double"
     )
     registry = [*DEFAULT_OBJECTIVES, scenario_objective("detail_page")]
     picked = events.select("id", F.explode(F.array(*[F.when(o.positives(events), F.lit(o.name)) for o in registry]))
@@ -102,7 +103,7 @@ def test_each_rule_picks_its_positive_events(spark):
         "search": ["search_click"],
         "scenario:home_feed": ["feed_click", "first_click"],
         "scenario:detail_page": ["tail_click", "novel_click"],
-        "ctr": ["impression"],
+        "ctr": ["impression", "rated_ctr"],
     }
     want = spark.createDataFrame([(i, o) for o, ids in expected.items() for i in ids], "id string, objective string")
     assert_df_equality(picked, want, ignore_row_order=True, ignore_nullable=True)
