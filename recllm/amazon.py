@@ -19,9 +19,9 @@ from typing import Any, Iterator
 
 import pandas as pd
 
-from recllm.movielens import _frame, _iso, _strings
+from recllm.movielens import _frame, _iso, _strings, users_without_profiles
 from recllm.synthetic import SyntheticDay
-from schemas import EVENTS_RAW, ITEMS_RAW, USERS_RAW
+from schemas import EVENTS_RAW, ITEMS_RAW
 
 SCENARIO = "amazon"
 DESCRIPTION_CHARS = 1000
@@ -221,18 +221,4 @@ def _items(metadata: list[dict[str, Any]], reviews: pd.DataFrame, ds: str) -> pd
 
 def _users(reviews: pd.DataFrame, ds: str) -> pd.DataFrame:
     """One users_raw row per reviewer, ordered by id; created_ts is their first review."""
-    first = reviews.groupby("user")["seconds"].min()
-    n = len(first)
-    empty = [None] * n
-    return _frame(
-        USERS_RAW.column_names,
-        {
-            "user_id": _strings(first.index, "u"),
-            "age": empty,
-            "gender": empty,
-            "country": empty,
-            "profile_text": empty,
-            "created_ts": _iso(first.reset_index(drop=True)),
-            "ds": [ds] * n,
-        },
-    )
+    return users_without_profiles(reviews.groupby("user")["seconds"].min(), ds)

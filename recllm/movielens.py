@@ -138,19 +138,23 @@ def _items(movies: pd.DataFrame, ratings: pd.DataFrame, tags: pd.DataFrame, earl
 
 def _users(ratings: pd.DataFrame, tags: pd.DataFrame, ds: str) -> pd.DataFrame:
     """One users_raw row per user who rated or tagged; created_ts is their first event."""
-    first = _first_seen(ratings, tags, "userId")
-    n = len(first)
+    return users_without_profiles(_first_seen(ratings, tags, "userId"), ds)
+
+
+def users_without_profiles(first_seen: pd.Series, ds: str) -> pd.DataFrame:
+    """users_raw rows for datasets that know users only by id: the first-event time (unix
+    seconds) indexed by user id; every profile field empty. Shared by the dataset loaders."""
+    n = len(first_seen)
     empty = [None] * n
     return _frame(
         USERS_RAW.column_names,
         {
-            "user_id": _strings(first.index, "u"),
+            "user_id": _strings(first_seen.index, "u"),
             "age": empty,
             "gender": empty,
             "country": empty,
             "profile_text": empty,
-            "created_ts": _iso(first.reset_index(drop=True)),
+            "created_ts": _iso(first_seen.reset_index(drop=True)),
             "ds": [ds] * n,
         },
     )
-

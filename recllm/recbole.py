@@ -18,9 +18,9 @@ import numpy as np
 import pandas as pd
 
 from recllm.amazon import _price, _text
-from recllm.movielens import _frame, _iso, _strings
+from recllm.movielens import _frame, _iso, _strings, users_without_profiles
 from recllm.synthetic import SyntheticDay
-from schemas import EVENTS_RAW, ITEMS_RAW, USERS_RAW
+from schemas import EVENTS_RAW, ITEMS_RAW
 
 SCENARIO = "recbole"
 FIELD_TYPES = ("token", "token_seq", "float", "float_seq")
@@ -280,18 +280,4 @@ def _items(stem: Path, inter: pd.DataFrame, item_ids: dict[str, str], ds: str) -
 
 def _users(inter: pd.DataFrame, ds: str) -> pd.DataFrame:
     """One users_raw row per user, ordered by id; created_ts is their first event."""
-    first = inter.groupby("user")["seconds"].min()
-    n = len(first)
-    empty = [None] * n
-    return _frame(
-        USERS_RAW.column_names,
-        {
-            "user_id": _strings(first.index, "u"),
-            "age": empty,
-            "gender": empty,
-            "country": empty,
-            "profile_text": empty,
-            "created_ts": _iso(first.reset_index(drop=True)),
-            "ds": [ds] * n,
-        },
-    )
+    return users_without_profiles(inter.groupby("user")["seconds"].min(), ds)

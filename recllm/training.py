@@ -25,7 +25,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file, load_model, save_file, save_model
 
 from recllm.batching import Collator
