@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 from pyspark.sql import functions as F
 
-from recllm.evaluation import EXPERT_NAME, evaluate
+from recllm.evaluation import EXPERT_NAME, evaluate, train_expert
 from recllm.lake import Lake
 from recllm.landing import prepare_history
 from recllm.training import run_training
@@ -84,8 +84,7 @@ def run_benchmark(lake: Lake, path: str, fmt: str, config, embed) -> list[dict]:
     urm = run_training(lake, ds, config)
     urm_train_s = time.perf_counter() - start
     start = time.perf_counter()
-    expert = run_training(lake, ds, replace(config, train=replace(config.train, epochs=config.evaluate.expert_epochs)),
-                          id_only=True)
+    expert = train_expert(lake, ds, config)
     expert_train_s = time.perf_counter() - start
     start = time.perf_counter()
     frame = evaluate(lake, ds, urm["path"], urm["model_version"], config.score.batch_size, expert["path"])

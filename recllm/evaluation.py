@@ -77,12 +77,12 @@ def evaluate(lake: Lake, ds: str, model_dir: str, model_version: str, batch_size
     als = _als(lake, prompts, sorted(test.loc[~is_ctr, "user_id"].unique()), scorer.index)
     rows: list[dict] = []
     for objective, group in test.groupby("objective"):
-        users = scorer.user_vectors(group["prompt_text"].tolist(), [list(h) for h in group["history_item_ids"]], batch_size)
+        users = _user_vectors(scorer, group, batch_size)
         items = np.array([scorer.index[t[0]] for t in group["target_item_ids"]])
+        train = prompts[(prompts["split"] == "train") & (prompts["objective"] == objective)]
         if group["label"].notna().any():
             rows += _rows(ds, model_version, objective, ctr_metrics(group, scorer.click_probability(users, items.tolist())),
                           len(group))
-            train = prompts[(prompts["split"] == "train") & (prompts["objective"] == objective)]
             if train["label"].nunique() == 2:
                 categories = dict(lake.read("items").select("item_id", "category").toPandas().itertuples(index=False))
                 positives = dict(zip(features["item_id"], features["n_positive"]))
@@ -92,7 +92,6 @@ def evaluate(lake: Lake, ds: str, model_dir: str, model_version: str, batch_size
         ranked, _ = scorer.top_k(users, max(CUTOFFS))
         cold = is_cold[items]
         rows += _rows(ds, model_version, objective, ranking_metrics(ranked, items, cold, item_counts), len(group))
-        train = prompts[(prompts["split"] == "train") & (prompts["objective"] == objective)]
         popular = popularity_ranking([t[0] for t in train["target_item_ids"]], scorer.index, max(CUTOFFS))
         if (popular >= 0).any():
             rows += _rows(ds, POPULARITY, objective,
@@ -100,14 +99,16 @@ def evaluate(lake: Lake, ds: str, model_dir: str, model_version: str, batch_size
         ranked_als = np.stack([als[u] for u in group["user_id"]])
         rows += _rows(ds, ALS_NAME, objective, ranking_metrics(ranked_als, items, cold, item_counts), len(group))
         if expert is not None:
-            expert_users = expert.user_vectors(group["prompt_text"].tolist(), [list(h) for h in group["history_item_ids"]],
-                                               batch_size)
-            ranked_expert, _ = expert.top_k(expert_users, max(CUTOFFS))
+            ranked_expert, _ = expert.top_k(_user_vectors(expert, group, batch_size), max(CUTOFFS))
             rows += _rows(ds, EXPERT_NAME, objective, ranking_metrics(ranked_expert, items, cold, item_counts), len(group))
     frame = pd.DataFrame(rows, columns=METRICS.column_names)
     log.info("evaluate ds=%s model=%s: %d metric rows over %d objectives", ds, model_version, len(frame),
              frame["task"].nunique() if len(frame) else 0)
     return frame
+
+
+def _user_vectors(scorer: Scorer, group: pd.DataFrame, batch_size: int):
+    return scorer.user_vectors(group["prompt_text"].tolist(), [list(h) for h in group["history_item_ids"]], batch_size)
 
 
 def ctr_metrics(group: pd.DataFrame, p: np.ndarray) -> dict:
@@ -128,16 +129,19 @@ def _als(lake: Lake, prompts: pd.DataFrame, users: list[str], index: dict[str, i
     return dict(zip(users, ranked))
 
 
+def train_expert(lake: Lake, ds: str, config) -> dict:
+    """Train the ID-only expert on the same split, with its own epoch budget; `run_training`'s result."""
+    from dataclasses import replace
+
+    from recllm.training import run_training
+
+    expert_config = replace(config, train=replace(config.train, epochs=config.evaluate.expert_epochs))
+    return run_training(lake, ds, expert_config, id_only=True)
+
+
 def evaluate_day(lake: Lake, ds: str, config, model_dir: str, model_version: str) -> pd.DataFrame:
     """`evaluate`, first training the ID-only expert on the same split when config asks for it."""
-    expert_dir = None
-    if config.evaluate.id_only_expert:
-        from dataclasses import replace
-
-        from recllm.training import run_training
-
-        expert_config = replace(config, train=replace(config.train, epochs=config.evaluate.expert_epochs))
-        expert_dir = run_training(lake, ds, expert_config, id_only=True)["path"]
+    expert_dir = train_expert(lake, ds, config)["path"] if config.evaluate.id_only_expert else None
     return evaluate(lake, ds, model_dir, model_version, config.score.batch_size, expert_dir)
 
 
