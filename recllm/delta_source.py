@@ -1,9 +1,10 @@
 """A Spark Python Data Source over delta-rs: Delta tables without Delta's JVM jars.
 
 Executors write Parquet files into the table folder; the driver commits every file of
-the job in ONE Delta transaction (`commit`), or deletes them all (`abort`), so a failed
-write leaves no trace in the log. Readers list the table's files through delta-rs (at a
-version, pruned by pushed-down partition filters) and read them with pyarrow in parallel.
+the job in ONE Delta transaction (`commit`, redone on top of another job's commit that
+lands first), or deletes them all (`abort`), so a failed write leaves no trace in the log.
+Readers list the table's files through delta-rs (at a version, pruned by pushed-down
+partition filters) and read them with pyarrow in parallel.
 
 Spark hands the source lower-cased options: `path`, `table` (a name in schemas.TABLES),
 `replace_ds` (overwrite only that `ds` partition), `version` (time travel), `parallelism`
@@ -17,7 +18,10 @@ delta-rs gives (about 2.4x faster than going through Python); this reader serves
 from __future__ import annotations
 
 import json
+import logging
 import os
+import random
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Iterator
@@ -43,6 +47,10 @@ from schemas import TABLES, TableSchema
 
 FORMAT_NAME = "recllm_delta"
 TARGET_READ_PARTITION_BYTES = 128 * 1024 * 1024
+COMMIT_ATTEMPTS = 10
+COMMIT_BACKOFF_S = 0.05
+
+log = logging.getLogger(__name__)
 
 
 class DeltaWriteError(RuntimeError):
@@ -148,8 +156,8 @@ class DeltaRsWriter(DataSourceArrowWriter):
                 pass
 
     def commit(self, messages: list[FilesWritten]) -> None:
-        from deltalake import DeltaTable, Schema
-        from deltalake.transaction import AddAction, create_table_with_add_actions
+        from deltalake import Schema
+        from deltalake.transaction import AddAction
 
         files = [f for m in messages if m is not None for f in m.files]
         actions = [
@@ -163,25 +171,60 @@ class DeltaRsWriter(DataSourceArrowWriter):
             )
             for f in files
         ]
-        schema = Schema.from_arrow(self.contract.arrow)
-        parts = list(self.contract.partition_by) or None
         try:
-            if not DeltaTable.is_deltatable(self.path):
-                create_table_with_add_actions(
-                    self.path, schema, actions, mode="error", partition_by=parts, name=self.contract.name
-                )
-                return
-            mode, filters = "append", None
-            if self.overwrite:
-                mode = "overwrite"
-                if self.replace_ds is not None:
-                    filters = [("ds", "=", self.replace_ds)]
-            DeltaTable(self.path).create_write_transaction(
-                actions, mode=mode, schema=schema, partition_by=parts, partition_filters=filters
-            )
+            self._commit_actions(actions, Schema.from_arrow(self.contract.arrow))
         except BaseException:
             self._delete(files)
             raise
+
+    def _commit_actions(self, actions: list, schema) -> None:
+        """Commit `actions` in one transaction, redone on the latest version if another job's lands first.
+
+        delta-rs refuses a partition overwrite when anything was committed since it read the
+        table, even another day ("a concurrent transaction deleted data this operation read"),
+        so each attempt re-reads the table and replaces `ds` as it is then: jobs writing
+        different days all land, and two writing the SAME day are serialised (the later
+        replaces the earlier's rows, as a rerun would; the day never mixes both). A failure with
+        no newer commit behind it is no race and is raised at once, as is a race still lost
+        after `COMMIT_ATTEMPTS`.
+        """
+        from deltalake import DeltaTable
+        from deltalake.exceptions import CommitFailedError
+        from deltalake.transaction import create_table_with_add_actions
+
+        parts = list(self.contract.partition_by) or None
+        mode = "overwrite" if self.overwrite else "append"
+        filters = [("ds", "=", self.replace_ds)] if self.overwrite and self.replace_ds is not None else None
+        for attempt in range(1, COMMIT_ATTEMPTS + 1):
+            if not DeltaTable.is_deltatable(self.path):
+                try:
+                    create_table_with_add_actions(
+                        self.path, schema, actions, mode="error", partition_by=parts, name=self.contract.name
+                    )
+                    return
+                except Exception:
+                    if attempt == COMMIT_ATTEMPTS or not DeltaTable.is_deltatable(self.path):
+                        raise
+                    log.warning("%s: another job created the table first; committing on top of it",
+                                self.contract.name)
+                    continue
+            table = DeltaTable(self.path)
+            read_version = table.version()
+            try:
+                table.create_write_transaction(
+                    actions, mode=mode, schema=schema, partition_by=parts, partition_filters=filters
+                )
+                return
+            except CommitFailedError as error:
+                latest = DeltaTable(self.path).version()
+                if latest == read_version or attempt == COMMIT_ATTEMPTS:
+                    raise
+                log.warning(
+                    "%s: another job committed version %d first (%s); committing again on top of it "
+                    "(attempt %d of %d)", self.contract.name, latest, str(error).splitlines()[0],
+                    attempt + 1, COMMIT_ATTEMPTS,
+                )
+                time.sleep(random.uniform(0, COMMIT_BACKOFF_S * attempt))
 
     def abort(self, messages: list[FilesWritten]) -> None:
         self._delete([f for m in messages if m is not None for f in m.files])

@@ -227,7 +227,14 @@ class Lake:
         return self._write(table, df, overwrite=True, replace_ds=None)
 
     def overwrite_partition(self, table: str, df: DataFrame, ds: str) -> int:
-        """Replace partition `ds` with `df` in one transaction: reruns replace, never duplicate."""
+        """Replace partition `ds` with `df` in one transaction: reruns replace, never duplicate.
+
+        Jobs overwriting different days of a table at once all land. With the deltars backend
+        two overwriting the same day at once are serialised: the later commit replaces the
+        earlier's rows, as a rerun would (Delta's own writer, the native backend, may fail the
+        later one with a concurrent-modification error instead). Returns the table's version
+        after the write (a later one if another job has committed since).
+        """
         contract = self.contract(table)
         if "ds" not in contract.partition_by:
             raise ValueError(f"table {table!r} is not partitioned by ds")
@@ -312,7 +319,12 @@ class Lake:
             DeltaTable(self.location(table)).optimize.compact()
 
     def vacuum(self, table: str, retention_hours: int = 168) -> list[str]:
-        """Delete files no version within `retention_hours` needs; returns what was removed."""
+        """Delete files no version within `retention_hours` needs; returns what was removed.
+
+        That includes files no commit ever named, such as those a killed job wrote before it
+        could commit (a "full" vacuum: delta-rs's default only removes files the log removed).
+        A file younger than `retention_hours` is kept, so a write still in flight is safe.
+        """
         self._require(table)
         if self.backend == "native":
             self.spark.sql(f"VACUUM {self._sql_ref(table)} RETAIN {int(retention_hours)} HOURS")
@@ -320,7 +332,7 @@ class Lake:
         from deltalake import DeltaTable
 
         return DeltaTable(self.location(table)).vacuum(
-            retention_hours=retention_hours, dry_run=False, enforce_retention_duration=False
+            retention_hours=retention_hours, dry_run=False, enforce_retention_duration=False, full=True
         )
 
     def register_views(self) -> list[str]:
