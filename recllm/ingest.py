@@ -5,6 +5,10 @@ of each table's `*_RULES`); rows with no reason are accepted. Counts reconcile e
 rows in = accepted + quarantined, per table. All validation happens before any write, and
 every write replaces (events, quarantine: the `ds` partition) or upserts (items, users),
 so a rerun for the same `ds` leaves the tables as they were.
+
+Catalogue text (title, description, category, brand) is stored with anything shaped like
+a control token defused (`<|item|>` becomes `<item>`, as `recllm.tokens.neutralize` does):
+training reads titles straight from `items` as language-model targets.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from pyspark.sql import functions as F
 
 from recllm.config import IngestConfig
 from recllm.lake import Lake, check_ds
+from recllm.tokens import CONTROL_PATTERN
 from schemas import EVENT_TYPES, EVENTS, EVENTS_RAW, ITEMS, ITEMS_RAW, QUARANTINE, USERS, USERS_RAW
 
 log = logging.getLogger(__name__)
@@ -65,6 +70,11 @@ def _first_failing(rules: list[tuple[str, Column]]) -> Column:
     for name, broken in reversed(rules):
         reason = F.when(broken, F.lit(name)).otherwise(reason)
     return reason
+
+
+def _defused(c: Column) -> Column:
+    """Text with control-token shapes rewritten as plain text (Spark twin of `recllm.tokens.neutralize`)."""
+    return F.regexp_replace(c, CONTROL_PATTERN, "<$1>")
 
 
 def _blank(c: Column) -> Column:
@@ -153,10 +163,7 @@ def validate_items(raw: DataFrame, ds: str) -> DataFrame:
     df = _mark_duplicates(df.withColumn("_reason", _first_failing(rules)), "item_id", F.col("_created"))
     return df.select(
         "item_id",
-        "title",
-        "description",
-        "category",
-        "brand",
+        *[_defused(F.col(c)).alias(c) for c in ("title", "description", "category", "brand")],
         F.col("_price").alias("price"),
         "image_embedding",
         F.col("_created").alias("created_ts"),

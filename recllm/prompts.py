@@ -27,6 +27,8 @@ in Spark DataFrame operations only (windows over each user's events; nothing is 
   the user's latest event; for search: the latest query's).
 * Outside text (queries, profiles, scenarios) goes through `neutral`, and template
   literals are checked by `parse_template`, so only the renderer places control tokens.
+  Queries and categories are cut to `max_text_chars` when read, so no row of the history
+  window carries more, however large the upstream text.
 * example_id: the first 32 hex digits of sha256("objective|user_id|cutoff micros|event_id"),
   with "infer" for the event of inference examples.
 """
@@ -43,7 +45,7 @@ from typing import Mapping
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from recllm.config import ConfigError, PromptsConfig
+from recllm.config import ConfigError, PromptsConfig, check_section
 from recllm.lake import Lake, check_ds
 from recllm.objectives import CTR, LONG_TAIL_HEAD_FRACTION, Objective, example_template_version, objectives_from_config
 from recllm.tokens import CONTROL_PATTERN, ITEM_SLOT
@@ -55,7 +57,6 @@ HISTORY_EVENT_TYPES = ("click", "purchase", "like", "rating", "search", "tag")
 PLACEHOLDERS = ("instruction", "scenario", "profile", "query", "history")
 TRAIN, VALID, TEST, INFER = "train", "valid", "test", "infer"
 SPLITS = (TRAIN, VALID, TEST, INFER)
-SPLIT_RULES = ("time", "leave_last_out")
 UNKNOWN = "unknown"
 EMPTY_HISTORY = "none"
 HISTORY_SEPARATOR = ", "
@@ -110,17 +111,8 @@ def parse_template(template: str) -> Template:
 
 
 def check_prompts_config(config: PromptsConfig) -> None:
-    """Refuse settings the prompt builder cannot honour, naming the key."""
-    if config.split not in SPLIT_RULES:
-        raise ConfigError(f"prompts.split must be one of {list(SPLIT_RULES)}, got {config.split!r}")
-    for key in ("history_length", "max_lookback_events", "max_text_chars"):
-        if getattr(config, key) < 1:
-            raise ConfigError(f"prompts.{key} must be at least 1, got {getattr(config, key)}")
-    for key in ("valid_days", "test_days"):
-        if getattr(config, key) < 0:
-            raise ConfigError(f"prompts.{key} must not be negative, got {getattr(config, key)}")
-    if not config.template_version.strip():
-        raise ConfigError("prompts.template_version must not be empty")
+    """Refuse settings the prompt builder cannot honour, naming the key (the rules of `recllm.config`)."""
+    check_section(config, "prompts")
 
 
 def build_prompts(lake: Lake, ds: str, config: PromptsConfig) -> DataFrame:
@@ -181,9 +173,15 @@ def output_columns(ds: str, template: Template, max_chars: int) -> list[Column]:
 
 
 def context_events(lake: Lake, ds: str, max_chars: int, ctr: bool, rating_threshold: float | None = None) -> DataFrame:
-    """Events up to `ds` with the context rules and prompts need: category, head flag, CTR label, history phrase."""
-    events = lake.read(EVENTS.name).where(F.col("ds") <= ds).withColumnRenamed("ds", "_event_ds")
-    categories = lake.read_or_empty(ITEMS.name).select("item_id", F.col("category").alias("item_category"))
+    """Events up to `ds` with the context rules and prompts need: category, head flag, CTR label, history phrase.
+
+    Queries and categories are cut to `max_chars` as they are read: every history window
+    row carries up to `max_lookback_events` of them, so an oversized one would be copied that often.
+    """
+    events = (lake.read(EVENTS.name).where(F.col("ds") <= ds).withColumnRenamed("ds", "_event_ds")
+              .withColumn("query", F.substring("query", 1, max_chars)))
+    categories = lake.read_or_empty(ITEMS.name).select(
+        "item_id", F.substring("category", 1, max_chars).alias("item_category"))
     events = (
         events.join(categories, "item_id", "left")
         .join(head_items(events), "item_id", "left")

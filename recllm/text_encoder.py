@@ -4,7 +4,9 @@
     vectors = encode_texts(["Trail Runner 3. running shoes"], path, batch_size=64)  # float32 [n, 384]
 
 Models are only ever read from local folders (HF_HUB_OFFLINE=1, local_files_only), never
-downloaded. A folder with `modules.json` is loaded with sentence-transformers; any other
+downloaded, and only from safetensors: a folder whose weights are a pickle (`pytorch_model.bin`),
+which can run code when read, is refused (`check_safetensors_only`, also used for local
+backbones). A folder with `modules.json` is loaded with sentence-transformers; any other
 Hugging Face encoder folder with transformers' AutoModel and mean pooling. Vectors are
 L2-normalised. `load_text_encoder` caches by path at module level, so a pandas UDF that
 imports this module loads the model once per Python worker.
@@ -13,6 +15,7 @@ imports this module loads the model once per Python worker.
 from __future__ import annotations
 
 import functools
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,8 +32,18 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
+"""The weight files Hugging Face and sentence-transformers read without unpickling anything."""
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+"""Weight files in torch's pickle format (or plain pickles)."""
+
+
 class EncoderNotFoundError(ValueError):
     """The configured text encoder is neither the packaged one nor a local model folder."""
+
+
+class UnsafeModelError(ValueError):
+    """A model folder whose weights would be read from a pickle; recllm loads safetensors only."""
 
 
 class TextEncoder(Protocol):
@@ -61,7 +74,54 @@ def resolve_encoder_path(name_or_path: str) -> str:
             f"text encoder folder {str(path)!r} holds no modules.json (sentence-transformers) "
             "or config.json (Hugging Face model)"
         )
+    check_safetensors_only(str(path), "features.text_encoder")
     return str(path.resolve())
+
+
+def check_safetensors_only(path: str, key: str) -> None:
+    """Refuse model folder `path` (the value of config `key`) if any of its weights would be read from a pickle.
+
+    The folder and each sentence-transformers module folder it lists must hold
+    model.safetensors wherever they hold pickle weights or a Hugging Face model, and a
+    config.json may not point the weights at another file (`transformers_weights`).
+    """
+    root = Path(path)
+    for folder in [root, *_module_folders(root, key)]:
+        names = {p.name for p in folder.iterdir() if p.is_file()} if folder.is_dir() else set()
+        has_safetensors = any(name in names for name in SAFE_WEIGHTS)
+        pickled = sorted(name for name in names if name.endswith(PICKLE_SUFFIXES))
+        advice = "recllm loads safetensors only (unpickling can run code): re-save it with save_pretrained()"
+        if pickled and not has_safetensors:
+            raise UnsafeModelError(f"{key} folder {str(folder)!r} holds pickle weights ({', '.join(pickled)}) "
+                                   f"and no model.safetensors; {advice}")
+        config = _json_file(folder / "config.json", key) if "config.json" in names else {}
+        config = config if isinstance(config, dict) else {}
+        if "model_type" in config and not has_safetensors:
+            raise UnsafeModelError(f"{key} folder {str(folder)!r} holds no model.safetensors; {advice}")
+        redirect = config.get("transformers_weights")
+        if redirect is not None and not str(redirect).endswith(SAFE_WEIGHTS):
+            raise UnsafeModelError(f"{key} folder {str(folder)!r}: config.json points the weights at {redirect!r}, "
+                                   f"not at safetensors; {advice}")
+
+
+def _module_folders(root: Path, key: str) -> list[Path]:
+    """The folders of the sentence-transformers modules listed in `root`/modules.json (none without one)."""
+    if not (root / "modules.json").is_file():
+        return []
+    modules = _json_file(root / "modules.json", key)
+    well_formed = isinstance(modules, list) and all(isinstance(m, dict) and isinstance(m.get("path"), str)
+                                                    for m in modules)
+    if not well_formed:
+        raise UnsafeModelError(f"{key}: {str(root / 'modules.json')!r} is not a list of modules with a path")
+    return [root / m["path"] for m in modules if m["path"]]
+
+
+def _json_file(path: Path, key: str):
+    """The parsed JSON of a model folder's file; unreadable JSON is refused naming config `key`."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise UnsafeModelError(f"{key}: {str(path)!r} is not readable JSON ({e})") from None
 
 
 def _configure_threads() -> None:
@@ -87,7 +147,8 @@ class SentenceTransformerEncoder:
     def __init__(self, path: str) -> None:
         from sentence_transformers import SentenceTransformer
 
-        self.model = SentenceTransformer(path, device=_device(), local_files_only=True)
+        self.model = SentenceTransformer(path, device=_device(), local_files_only=True,
+                                         model_kwargs={"use_safetensors": True})
         self.dim = int(self.model.get_embedding_dimension())
 
     def encode(self, texts: list[str], batch_size: int) -> np.ndarray:
@@ -105,7 +166,8 @@ class MeanPoolingEncoder:
         from transformers import AutoModel, AutoTokenizer
 
         self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        self.model = AutoModel.from_pretrained(path, local_files_only=True).to(_device()).eval()
+        model = AutoModel.from_pretrained(path, local_files_only=True, use_safetensors=True)
+        self.model = model.to(_device()).eval()
         self.dim = int(self.model.config.hidden_size)
         self.max_length = min(int(self.tokenizer.model_max_length), 512)
 
