@@ -31,7 +31,7 @@ URM_NAME = "urm"
 DEFAULT_RATING_THRESHOLD = 4.0
 """Likes (rating >= this) against dislikes are the CTR labels of rating-only data, unless
 `prompts.rating_ctr_threshold` says otherwise."""
-TABLE_METRICS = (("recall", 10), ("recall", 50), ("ndcg", 10), ("ndcg", 50), ("cold_recall", 10),
+TABLE_METRICS = (("recall", 10), ("recall", 50), ("ndcg", 10), ("ndcg", 50), ("cold_recall", 10), ("cold_recall", 50),
                  ("auc", 0), ("gauc", 0), ("logloss", 0), ("train_s", 0), ("score_s", 0))
 
 
@@ -87,7 +87,8 @@ def run_benchmark(lake: Lake, path: str, fmt: str, config, embed) -> list[dict]:
     expert = train_expert(lake, ds, config)
     expert_train_s = time.perf_counter() - start
     start = time.perf_counter()
-    frame = evaluate(lake, ds, urm["path"], urm["model_version"], config.score.batch_size, expert["path"])
+    seconds: dict[str, float] = {}
+    frame = evaluate(lake, ds, urm["path"], urm["model_version"], config.score.batch_size, expert["path"], seconds)
     evaluate_s = time.perf_counter() - start
 
     frame = frame[frame["task"].isin([objective, "ctr"])].copy()
@@ -96,6 +97,8 @@ def run_benchmark(lake: Lake, path: str, fmt: str, config, embed) -> list[dict]:
     rows += [{"model": URM_NAME, "metric": "train_s", "k": 0, "value": urm_train_s},
              {"model": EXPERT_NAME, "metric": "train_s", "k": 0, "value": expert_train_s},
              {"model": "all", "metric": "evaluate_s", "k": 0, "value": evaluate_s}]
+    rows += [{"model": URM_NAME if model == urm["model_version"] else model, "metric": "score_s", "k": 0, "value": s}
+             for model, s in seconds.items()]
     return rows
 
 

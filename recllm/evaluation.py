@@ -14,6 +14,7 @@ loop, no text) and, for CTR, a gradient-boosted expert on user/item features.
 from __future__ import annotations
 
 import logging
+import time
 
 import numpy as np
 import pandas as pd
@@ -54,11 +55,20 @@ def ranking_metrics(ranked: np.ndarray, targets: np.ndarray, cold: np.ndarray, i
 
 
 def evaluate(lake: Lake, ds: str, model_dir: str, model_version: str, batch_size: int = 256,
-             expert_dir: str | None = None) -> pd.DataFrame:
+             expert_dir: str | None = None, seconds: dict | None = None) -> pd.DataFrame:
     """Metrics rows (schemas.METRICS columns) for the model and every baseline.
 
     `expert_dir`: a trained ID-only expert (`run_training(..., id_only=True)`), ranked as `sasrec`.
+    `seconds`, when given, collects each model's scoring time (ALS: fitting and ranking) by name.
     """
+    seconds = {} if seconds is None else seconds
+
+    def timed(model: str, fn, *args):
+        start = time.perf_counter()
+        result = fn(*args)
+        seconds[model] = seconds.get(model, 0.0) + time.perf_counter() - start
+        return result
+
     check_ds(ds)
     features = lake.read("item_features").toPandas()
     scorer = Scorer.load(model_dir, catalog=catalog_from_features(features))
@@ -74,22 +84,22 @@ def evaluate(lake: Lake, ds: str, model_dir: str, model_version: str, batch_size
     prompts = prompts[known]
     test = prompts[prompts["split"] == "test"]
     is_ctr = test["label"].notna()
-    als = _als(lake, prompts, sorted(test.loc[~is_ctr, "user_id"].unique()), scorer.index)
+    als = timed(ALS_NAME, _als, lake, prompts, sorted(test.loc[~is_ctr, "user_id"].unique()), scorer.index)
     rows: list[dict] = []
     for objective, group in test.groupby("objective"):
-        users = _user_vectors(scorer, group, batch_size)
+        users = timed(model_version, _user_vectors, scorer, group, batch_size)
         items = np.array([scorer.index[t[0]] for t in group["target_item_ids"]])
         train = prompts[(prompts["split"] == "train") & (prompts["objective"] == objective)]
         if group["label"].notna().any():
-            rows += _rows(ds, model_version, objective, ctr_metrics(group, scorer.click_probability(users, items.tolist())),
-                          len(group))
+            p = timed(model_version, scorer.click_probability, users, items.tolist())
+            rows += _rows(ds, model_version, objective, ctr_metrics(group, p), len(group))
             if train["label"].nunique() == 2:
                 categories = dict(lake.read("items").select("item_id", "category").toPandas().itertuples(index=False))
                 positives = dict(zip(features["item_id"], features["n_positive"]))
-                p = ctr_expert(lake.spark, train, group, categories, positives)
+                p = timed(CTR_EXPERT_NAME, ctr_expert, lake.spark, train, group, categories, positives)
                 rows += _rows(ds, CTR_EXPERT_NAME, objective, ctr_metrics(group, p), len(group))
             continue
-        ranked, _ = scorer.top_k(users, max(CUTOFFS))
+        ranked, _ = timed(model_version, scorer.top_k, users, max(CUTOFFS))
         cold = is_cold[items]
         rows += _rows(ds, model_version, objective, ranking_metrics(ranked, items, cold, item_counts), len(group))
         popular = popularity_ranking([t[0] for t in train["target_item_ids"]], scorer.index, max(CUTOFFS))
@@ -99,7 +109,8 @@ def evaluate(lake: Lake, ds: str, model_dir: str, model_version: str, batch_size
         ranked_als = np.stack([als[u] for u in group["user_id"]])
         rows += _rows(ds, ALS_NAME, objective, ranking_metrics(ranked_als, items, cold, item_counts), len(group))
         if expert is not None:
-            ranked_expert, _ = expert.top_k(_user_vectors(expert, group, batch_size), max(CUTOFFS))
+            ranked_expert, _ = timed(EXPERT_NAME, lambda: expert.top_k(_user_vectors(expert, group, batch_size),
+                                                                       max(CUTOFFS)))
             rows += _rows(ds, EXPERT_NAME, objective, ranking_metrics(ranked_expert, items, cold, item_counts), len(group))
     frame = pd.DataFrame(rows, columns=METRICS.column_names)
     log.info("evaluate ds=%s model=%s: %d metric rows over %d objectives", ds, model_version, len(frame),
