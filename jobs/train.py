@@ -18,9 +18,11 @@ def main(args: argparse.Namespace) -> None:
     config, lake = open_lake(args)
     result = run_training(lake, args.ds, config, num_processes=args.num_processes)
     log.info(
-        "model %s: best valid recall@%d %.4f at epoch %d (%d epochs, %d steps, %.0f examples/s) -> %s",
+        "model %s: best valid recall@%d %.4f at epoch %d (%d epochs, %d steps, %.0f examples/s%s) -> %s",
         result["model_version"], config.train.eval_k, result["best_valid_recall"], result["best_epoch"],
-        result["epochs_run"], result["steps"], result["examples_per_s"], result["path"],
+        result["epochs_run"], result["steps"], result["examples_per_s"],
+        f"; resumed from the checkpoint at step {result['resumed_from_step']}" if result["resumed_from_step"] else "",
+        result["path"],
     )
 
 

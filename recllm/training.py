@@ -242,12 +242,26 @@ def train_fn(plan: dict) -> dict:
     if world > 1 and not _dist().is_initialized():
         _dist().init_process_group("nccl" if use_cuda else "gloo")
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s rank{rank} %(levelname)s %(message)s")
+    if not use_cuda:
+        torch.set_num_threads(cpu_threads_per_rank(plan["torch_threads"]))
     torch.manual_seed(plan["seed"])
     try:
         return _train(plan, rank, world, device, use_cuda)
     finally:
         if world > 1 and _dist().is_initialized():
             _dist().destroy_process_group()
+
+
+def cpu_threads_per_rank(configured: int) -> int:
+    """`train.torch_threads`, or when 0 the host's cores split among the ranks it runs.
+
+    Set here rather than left to torchrun, which pins 1 thread only when it starts several
+    ranks itself; a fixed setting gives the same floats in local and cluster mode.
+    """
+    if configured > 0:
+        return configured
+    local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return max(1, (os.cpu_count() or 1) // local_ranks)
 
 
 def _train(plan: dict, rank: int, world: int, device, use_cuda: bool) -> dict:
@@ -391,11 +405,19 @@ def catalog_from_features(features) -> ItemCatalog:
     return ItemCatalog(text, image, has_image, features["item_id"].to_list())
 
 
+PLACEMENT_KEYS = ("local_mode", "use_gpu", "torch_threads", "max_attempts", "model_root", "checkpoint_every_steps")
+
+
 def model_version_for(ds: str, config, id_only: bool = False) -> str:
-    """Deterministic for a run date and the settings that shape the model, so reruns resume."""
+    """Deterministic for a run date and the settings that shape the model, so reruns resume.
+
+    Where and how the ranks run (`PLACEMENT_KEYS`) is left out: a cluster run and a local
+    run of the same settings train the same version.
+    """
     import hashlib
 
-    shape = json.dumps([asdict(config.model), asdict(config.train), asdict(config.prompts)], sort_keys=True)
+    train = {k: v for k, v in asdict(config.train).items() if k not in PLACEMENT_KEYS}
+    shape = json.dumps([asdict(config.model), train, asdict(config.prompts)], sort_keys=True)
     return f"{'sasrec' if id_only else 'urm'}-{ds}-{hashlib.sha256(shape.encode()).hexdigest()[:8]}"
 
 
@@ -407,6 +429,7 @@ def prepare_training(lake, ds: str, config, id_only: bool = False) -> dict:
     examples (`evaluate.expert_objective`), as SASRec learns the next item.
     """
     from recllm.backbone import backbone_config_dict, build_backbone, is_causal
+    from recllm.tokens import neutralize
 
     version = model_version_for(ds, config, id_only)
     work = os.path.abspath(os.path.join(config.train.model_root, version))
@@ -418,7 +441,7 @@ def prepare_training(lake, ds: str, config, id_only: bool = False) -> dict:
         raise ValueError(f"prompts has no rows for ds={ds}: run the prompts job first")
     titles = dict(lake.read("items").select("item_id", "title", "category").toPandas()
                   .apply(lambda r: (r.item_id, f"{r.title} ({r.category})" if r.category else r.title), axis=1).to_list())
-    lm_texts = [titles.get(i, "") for i in catalog.item_ids]
+    lm_texts = [neutralize(titles.get(i, ""), config.prompts.max_text_chars) for i in catalog.item_ids]
     initial = os.path.join(work, INITIAL_DIR)
     if not os.path.exists(os.path.join(initial, "model.safetensors")):
         texts = _tokenizer_corpus(files, lm_texts)
@@ -453,6 +476,7 @@ def prepare_training(lake, ds: str, config, id_only: bool = False) -> dict:
         "lm_texts": lm_texts,
         "item_counts": features.sort_values("item_index")["n_positive"].astype(float).to_list(),
         "use_gpu": _use_gpu(t.use_gpu),
+        "torch_threads": t.torch_threads,
         "seed": t.seed,
         "epochs": t.epochs,
         "batch_size": t.batch_size,
@@ -498,10 +522,27 @@ def run_training(lake, ds: str, config, num_processes: int | None = None, id_onl
     log.info("training %s on %d process(es), %s, work dir %s", plan["model_version"], n,
              "GPU" if plan["use_gpu"] else "CPU", plan["work_dir"])
     distributor = TorchDistributor(num_processes=n, local_mode=config.train.local_mode, use_gpu=plan["use_gpu"])
-    result = distributor.run(train_fn, plan)
+    result = run_with_retries(lambda: distributor.run(train_fn, plan), config.train.max_attempts)
     if not id_only:
         register_model(lake, ds, config, plan, result)
     return {**result, "model_version": plan["model_version"], "path": os.path.join(plan["work_dir"], BEST_DIR)}
+
+
+def run_with_retries(run, max_attempts: int):
+    """`run()`, rerun after a failure up to `max_attempts` runs in all.
+
+    Spark aborts a failed barrier stage instead of retrying it, so a rank lost mid-run
+    (a killed process, a lost executor) fails TorchDistributor's job; the rerun trains the
+    same version in the same work dir and so resumes from its last checkpoint.
+    """
+    for attempt in range(1, max_attempts + 1):
+        try:
+            return run()
+        except Exception as e:
+            if attempt == max_attempts:
+                raise
+            log.warning("training attempt %d of %d failed (%s: %s); rerunning from the last checkpoint",
+                        attempt, max_attempts, type(e).__name__, str(e).splitlines()[0][:300] if str(e) else "")
 
 
 def register_model(lake, ds: str, config, plan: dict, result: dict) -> None:

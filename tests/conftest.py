@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
 import pytest
 
 from recllm.config import load_config
@@ -17,28 +21,52 @@ def spark():
     session.stop()
 
 
-SMALL_MODEL = """
-model: {hidden_size: 32, num_layers: 1, num_heads: 2, intermediate_size: 64, vocab_size: 600}
-train: {epochs: 2, batch_size: 64, num_processes: 1, model_root: %s}
-score: {work_root: %s, top_k: 10}
-"""
+DEMO_ARGS = ["--days", "4", "--users", "30", "--items", "40"]
+
+
+def small_demo_config(root, spark_section: str = "", **train) -> str:
+    """The demo's config at a small size, its lake and models under `root`; returns its path.
+
+    Two training ranks with one torch thread each, so a local and a cluster run compute
+    the same floats; `train` overrides keys of the `train:` section.
+    """
+    import json
+
+    train = {"epochs": 2, "batch_size": 64, "num_processes": 2, "torch_threads": 1, "local_mode": True,
+             "model_root": str(root / "models"), **train}
+    path = root / "recllm.yaml"
+    path.write_text(f"""
+lake: {{root: {root / 'lake'}, backend: deltars}}
+{spark_section}
+model: {{hidden_size: 32, num_layers: 1, num_heads: 2, intermediate_size: 64, vocab_size: 600}}
+train: {json.dumps(train)}
+score: {{work_root: {root / 'scoring'}, top_k: 10}}
+""")
+    return str(path)
+
+
+@dataclass
+class DemoRun:
+    root: Path      # holds lake/, models/, scoring/
+    printed: str    # what the demo printed
+    seconds: float  # its wall time
 
 
 @pytest.fixture(scope="session")
-def small_demo(spark, tmp_path_factory):
-    """The demo at a small size, run once: (its folder with lake/, its printed output)."""
+def small_demo(spark, tmp_path_factory) -> DemoRun:
+    """The demo at a small size on the local session, run once."""
     import contextlib
     import io
 
     from jobs import demo
 
     root = tmp_path_factory.mktemp("demo")
-    config = root / "recllm.yaml"
-    config.write_text(f"lake:\n  root: {root / 'lake'}\n  backend: deltars\n" + SMALL_MODEL % (root / "models", root / "scoring"))
+    config = small_demo_config(root)
     printed = io.StringIO()
+    start = time.perf_counter()
     with contextlib.redirect_stdout(printed):
-        demo.cli(["--config", str(config), "--days", "4", "--users", "30", "--items", "40", "--log-level", "WARNING"])
-    return root, printed.getvalue()
+        demo.cli(["--config", config, *DEMO_ARGS, "--log-level", "WARNING"])
+    return DemoRun(root, printed.getvalue(), time.perf_counter() - start)
 
 
 @pytest.fixture

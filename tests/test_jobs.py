@@ -17,7 +17,7 @@ def config_file(tmp_path, spark):
 
 
 def test_the_demo_runs_the_nightly_pipeline_end_to_end_and_shows_a_sample(small_demo):
-    root, out = small_demo
+    root, out = small_demo.root, small_demo.printed
     assert "== nightly ds=2026-01-04" in out
     assert "train     " in out and "skipped: not enough history yet" in out
     assert "reusing urm-2026-01-03" in out

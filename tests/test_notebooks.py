@@ -28,7 +28,7 @@ def outputs(book, kind: str) -> list:
 
 @pytest.fixture(scope="module")
 def executed(small_demo):
-    root, _ = small_demo
+    root = small_demo.root
     return {name: execute(name, root / "lake") for name in ("evaluation.ipynb", "prompt_sensitivity.ipynb")}
 
 
@@ -42,7 +42,7 @@ def test_the_notebook_runs_headless_and_renders_its_plots(executed, name, plots)
 def test_the_evaluation_notebook_shows_the_metrics_tables_values(small_demo, executed):
     from tests.conftest import read_delta_rs
 
-    root, _ = small_demo
+    root = small_demo.root
     metrics = read_delta_rs(str(root / "lake" / "metrics"))
     latest = metrics[(metrics["ds"] == metrics["ds"].max()) & (metrics["metric"] == "recall") & (metrics["k"] == 10)
                      & (metrics["task"] == "click") & (metrics["model"] == "popularity")]
