@@ -45,7 +45,7 @@ class StandaloneCluster:
 
     def _launch(self, name: str, *args: str) -> subprocess.Popen:
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        log = open(self.work_dir / f"{name}.log", "w")
+        log = open(self.work_dir / f"{name}.log", "a")
         return subprocess.Popen([self.spark_class, *args], env=self.env, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
 
@@ -57,12 +57,17 @@ class StandaloneCluster:
         self.wait_for_workers(self.n_workers, timeout)
         return self
 
-    def start_worker(self) -> None:
-        i = len(self.workers)
-        self.workers.append(self._launch(
+    def start_worker(self, i: int | None = None) -> None:
+        """Launch worker `i` (again, after `kill_worker(i)`), or a new one."""
+        i = len(self.workers) if i is None else i
+        worker = self._launch(
             f"worker{i}", "org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1", "--cores", str(self.cores),
             "--memory", self.memory, "--webui-port", str(free_port()), "--work-dir", str(self.work_dir / f"worker{i}"),
-            self.master_url))
+            self.master_url)
+        if i < len(self.workers):
+            self.workers[i] = worker
+        else:
+            self.workers.append(worker)
 
     def state(self) -> dict:
         """The master's JSON status (workers, applications)."""

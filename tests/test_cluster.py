@@ -94,7 +94,8 @@ def test_scoring_completes_without_duplicates_when_a_worker_dies_mid_job(spark, 
     watcher.start()
     out = finish(proc)
     watcher.join()
-    cluster.start_worker()
+    cluster.start_worker(1)
+    cluster.wait_for_workers(2)
     assert killed.is_set(), "worker 1 never ran a scoring task"
     after = comparable(spark, root, "candidates").where(F.col("ds") == ds)
     assert after.count() == expected
