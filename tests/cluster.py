@@ -38,6 +38,7 @@ class StandaloneCluster:
         self.master_url = f"spark://127.0.0.1:{self.port}"
         self.master: subprocess.Popen | None = None
         self.workers: list[subprocess.Popen] = []
+        self.worker_ui_ports: list[int] = []
         spark_home = os.path.dirname(pyspark.__file__)
         self.spark_class = os.path.join(spark_home, "bin", "spark-class")
         self.env = {**os.environ, "SPARK_HOME": spark_home, "SPARK_LOCAL_IP": "127.0.0.1",
@@ -54,37 +55,41 @@ class StandaloneCluster:
                                    "--port", str(self.port), "--webui-port", str(self.ui_port))
         for _ in range(self.n_workers):
             self.start_worker()
-        self.wait_for_workers(self.n_workers, timeout)
+        self.wait_for_workers(timeout)
         return self
 
     def start_worker(self, i: int | None = None) -> None:
         """Launch worker `i` (again, after `kill_worker(i)`), or a new one."""
         i = len(self.workers) if i is None else i
+        ui_port = free_port()
         worker = self._launch(
             f"worker{i}", "org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1", "--cores", str(self.cores),
-            "--memory", self.memory, "--webui-port", str(free_port()), "--work-dir", str(self.work_dir / f"worker{i}"),
+            "--memory", self.memory, "--webui-port", str(ui_port), "--work-dir", str(self.work_dir / f"worker{i}"),
             self.master_url)
         if i < len(self.workers):
-            self.workers[i] = worker
+            self.workers[i], self.worker_ui_ports[i] = worker, ui_port
         else:
             self.workers.append(worker)
+            self.worker_ui_ports.append(ui_port)
 
     def state(self) -> dict:
         """The master's JSON status (workers, applications)."""
         with urllib.request.urlopen(f"http://127.0.0.1:{self.ui_port}/json/", timeout=5) as r:
             return json.load(r)
 
-    def alive_workers(self) -> int:
+    def registered(self) -> bool:
+        """Whether the master lists every current worker (by its web UI port) as alive."""
         try:
-            return sum(w["state"] == "ALIVE" for w in self.state()["workers"])
-        except OSError:
-            return 0
+            alive = {w["webuiaddress"].rsplit(":", 1)[1] for w in self.state()["workers"] if w["state"] == "ALIVE"}
+        except (OSError, KeyError, IndexError):
+            return False
+        return all(str(port) in alive for port in self.worker_ui_ports)
 
-    def wait_for_workers(self, n: int, timeout: float = 120) -> None:
+    def wait_for_workers(self, timeout: float = 120) -> None:
         deadline = time.time() + timeout
-        while self.alive_workers() < n:
+        while not self.registered():
             if time.time() > deadline:
-                raise TimeoutError(f"{n} workers did not register with {self.master_url}; see {self.work_dir}/*.log")
+                raise TimeoutError(f"workers did not register with {self.master_url}; see {self.work_dir}/*.log")
             time.sleep(0.5)
 
     def processes(self, i: int) -> list[int]:
