@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test bench clean-lake
+.PHONY: install demo test test-fast bench clean-lake
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest tests
+
+# The inner loop: everything but the demo, the cluster and the other slow tests.
+test-fast: $(STAMP)
+	$(PY) -m pytest tests -m "not slow and not cluster"
 
 bench: $(STAMP)
 	$(PY) scripts/bench_lake.py

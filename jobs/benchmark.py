@@ -1,7 +1,7 @@
 """Benchmark the URM default against every baseline on a real dataset, in one run.
 
     python -m jobs.benchmark --data ../shared/datasets/ml-latest-small --format movielens [--out results.json]
-        [--config F] [--work benchmark]
+        [--config F] [--work benchmark-work]
 
 Builds a fresh lake under `--work/<dataset>` (leave-last-out split), trains the URM default
 and the ID-only expert, evaluates them with popularity and ALS, prints one table and, with
@@ -16,11 +16,10 @@ import os
 import shutil
 from dataclasses import replace
 
-from jobs.common import parser, run
-from recllm.benchmark import FORMATS, results_table, run_benchmark
+from jobs.common import embedding_udf, open_lake, parser, run
+from recllm.data.formats import FORMATS
+from recllm.evaluation.benchmark import results_table, run_benchmark
 from recllm.config import load_config
-from recllm.session import build_lake, build_spark
-from udfs.text import text_embedding_udf
 
 
 def main(args: argparse.Namespace) -> None:
@@ -29,9 +28,8 @@ def main(args: argparse.Namespace) -> None:
     shutil.rmtree(work, ignore_errors=True)
     config = replace(config, lake=replace(config.lake, root=os.path.join(work, "lake")),
                      train=replace(config.train, model_root=os.path.join(work, "models")))
-    lake = build_lake(build_spark(config), config)
-    embed = text_embedding_udf(config.features.text_encoder, config.features.batch_size)
-    rows = run_benchmark(lake, args.data, args.format, config, embed)
+    config, lake = open_lake(args, config)
+    rows = run_benchmark(lake, args.data, args.format, config, embedding_udf(config))
     print(f"\n{args.data} ({args.format}), leave-last-out\n")
     print(results_table(rows))
     if args.out:
@@ -45,7 +43,7 @@ def cli(argv: list[str] | None = None) -> None:
     p.add_argument("--data", required=True, help="dataset folder")
     p.add_argument("--format", required=True, choices=FORMATS)
     p.add_argument("--out", default=None, help="write the result rows as JSON")
-    p.add_argument("--work", default="benchmark", help="folder for the benchmark's lake and models")
+    p.add_argument("--work", default="benchmark-work", help="folder for the benchmark's lake and models")
     run("benchmark", main, p.parse_args(argv))
 
 

@@ -1,4 +1,4 @@
-"""What every entry point shares: arguments, logging, the session and lake, clean failure."""
+"""What every entry point shares: arguments, logging, the session and lake, the executor functions, clean failure."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from typing import Callable
 
 from recllm.config import ConfigError, RecllmConfig, load_config
 from recllm.lake import Lake, check_ds
+from recllm.nightly import StageFunctions
+from recllm.scoring.stage import ScoringFunctions
 from recllm.session import build_lake, build_spark
 
 log = logging.getLogger("recllm.jobs")
@@ -24,16 +26,37 @@ def parser(description: str, needs_ds: bool = True) -> argparse.ArgumentParser:
 
 
 def _ds(value: str) -> str:
+    """The run date, checked once here where it enters; the stages take it as valid."""
     try:
         return check_ds(value)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def open_lake(args: argparse.Namespace) -> tuple[RecllmConfig, Lake]:
-    config = load_config(args.config)
+def open_lake(args: argparse.Namespace, config: RecllmConfig | None = None) -> tuple[RecllmConfig, Lake]:
+    """The job's config (`--config`, unless given) with a Spark session and the lake it names."""
+    config = config or load_config(args.config)
     spark = build_spark(config)
     return config, build_lake(spark, config)
+
+
+def embedding_udf(config: RecllmConfig):
+    """The features stage's text embedding UDF for `features.text_encoder`."""
+    from udfs.text import text_embedding_udf
+
+    return text_embedding_udf(config.features.text_encoder, config.features.batch_size)
+
+
+def scoring_functions() -> ScoringFunctions:
+    """Scoring's executor functions (`udfs.scoring`)."""
+    from udfs.scoring import candidates_fn, ctr_fn
+
+    return ScoringFunctions(candidates=candidates_fn, ctr=ctr_fn)
+
+
+def stage_functions(config: RecllmConfig) -> StageFunctions:
+    """Every executor function the nightly stages take."""
+    return StageFunctions(embed=embedding_udf(config), scoring=scoring_functions())
 
 
 def run(name: str, main: Callable[[argparse.Namespace], None], args: argparse.Namespace) -> None:

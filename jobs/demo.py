@@ -12,26 +12,32 @@ from __future__ import annotations
 
 import argparse
 import logging
+from dataclasses import replace
 
 from pyspark.sql import functions as F
 
-from jobs.common import open_lake, parser, run
-from jobs.nightly import run_nightly
-from recllm.landing import land_day
-from recllm.synthetic import SyntheticConfig, generate
+from jobs.common import open_lake, parser, run, stage_functions
+from recllm.config import load_config
+from recllm.nightly import run_nightly
+from recllm.data.landing import land_day
+from recllm.data.synthetic import SyntheticConfig, generate
+from schemas import CANDIDATES, COLD_START_FILLS, CTR_SCORES, EVENTS, ITEMS
 
 log = logging.getLogger("recllm.jobs.demo")
 
 
 def main(args: argparse.Namespace) -> None:
-    config, lake = open_lake(args)
-    config.nightly.retrain_every_days = max(config.nightly.retrain_every_days, args.days)
+    config = load_config(args.config)
+    # the demo's nights reuse their one trained model: no retrain within the demo's days
+    config = replace(config, nightly=replace(config.nightly, retrain_every_days=max(config.nightly.retrain_every_days, args.days)))
+    config, lake = open_lake(args, config)
+    functions = stage_functions(config)
     days, _ = generate(SyntheticConfig(seed=args.seed, n_users=args.users, n_items=args.items, n_days=args.days,
                                        start_ds=args.ds or SyntheticConfig.start_ds))
     for day in days:
         land_day(lake, day)
         print(f"\n== nightly ds={day.ds}")
-        for name, seconds, summary in run_nightly(lake, day.ds, config):
+        for name, seconds, summary in run_nightly(lake, day.ds, config, functions):
             print(f"  {name:<9} {seconds:6.1f}s  {summary}")
     show_sample(lake, days[-1].ds)
 
@@ -42,24 +48,24 @@ def show_sample(lake, ds: str) -> None:
     for name in lake.register_views():
         print(f"  {name:<17} version {lake.version(name):>3}  {lake.location(name)}")
     spark = lake.spark
-    titles = lake.read("items").select("item_id", "title", "category")
-    if not lake.exists("candidates") or lake.read("candidates", ds=ds).count() == 0:
+    titles = lake.read(ITEMS.name).select("item_id", "title", "category")
+    if not lake.exists(CANDIDATES.name) or lake.read(CANDIDATES.name, ds=ds).count() == 0:
         print("\nNo candidates yet: run more days.")
         return
     user = spark.sql(f"SELECT user_id FROM candidates WHERE ds = '{ds}' AND objective = 'click' "
                      "ORDER BY user_id LIMIT 1").first().user_id
     print(f"\nUser {user}: recent history")
-    (lake.read("events").where(F.col("user_id") == user).where(F.col("event_type") != "impression")
+    (lake.read(EVENTS.name).where(F.col("user_id") == user).where(F.col("event_type") != "impression")
      .join(titles, "item_id").orderBy(F.col("ts").desc()).select("ts", "event_type", "title", "category")
      .show(6, truncate=40))
     print(f"Today's click candidates for {user} (with p_click where scored):")
-    (lake.read("candidates", ds=ds).where((F.col("user_id") == user) & (F.col("objective") == "click"))
-     .join(titles, "item_id").join(lake.read("ctr_scores", ds=ds).select("user_id", "item_id", "p_click")
+    (lake.read(CANDIDATES.name, ds=ds).where((F.col("user_id") == user) & (F.col("objective") == "click"))
+     .join(titles, "item_id").join(lake.read(CTR_SCORES.name, ds=ds).select("user_id", "item_id", "p_click")
                                    .dropDuplicates(["user_id", "item_id"]), ["user_id", "item_id"], "left")
      .orderBy("rank").select("rank", "title", "category", F.round("score", 2).alias("score"),
                              F.round("p_click", 3).alias("p_click")).show(10, truncate=40))
     print("A cold-start fill (a new item placed with the users most likely to want it):")
-    (lake.read("cold_start_fills", ds=ds).join(titles, "item_id").orderBy("reason", "item_id", "rank")
+    (lake.read(COLD_START_FILLS.name, ds=ds).join(titles, "item_id").orderBy("reason", "item_id", "rank")
      .select("reason", "user_id", "rank", "title", "category", F.round("score", 2).alias("score")).show(5, truncate=40))
 
 

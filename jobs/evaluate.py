@@ -9,8 +9,8 @@ import argparse
 import logging
 
 from jobs.common import open_lake, parser, run
-from recllm.evaluation import evaluate_day, write_metrics
-from recllm.scoring import resolve_model
+from recllm.evaluation.evaluate import run_evaluation
+from recllm.registry import resolve_model
 
 log = logging.getLogger("recllm.jobs.evaluate")
 
@@ -18,9 +18,8 @@ log = logging.getLogger("recllm.jobs.evaluate")
 def main(args: argparse.Namespace) -> None:
     config, lake = open_lake(args)
     model = resolve_model(lake, args.model_version or config.score.model_version)
-    frame = evaluate_day(lake, args.ds, config, model.path, model.version)
-    n = write_metrics(lake, frame, args.ds)
-    log.info("evaluate ds=%s model %s: %d metric rows", args.ds, model.version, n)
+    frame = run_evaluation(lake, args.ds, config, model)
+    log.info("evaluate ds=%s model %s: %d metric rows", args.ds, model.version, len(frame))
     for row in frame[(frame.metric.isin(["recall", "auc"])) & (frame.k.isin([0, 10]))].itertuples():
         log.info("  %-20s %-12s %s@%d = %.4f (n=%d)", row.task, row.model, row.metric, row.k, row.value, row.n)
 

@@ -7,15 +7,13 @@ from __future__ import annotations
 
 import argparse
 
-from jobs.common import open_lake, parser, run
-from recllm.features import run_features
-from udfs.text import text_embedding_udf
+from jobs.common import embedding_udf, open_lake, parser, run
+from recllm.pipeline.features import run_features
 
 
 def main(args: argparse.Namespace) -> None:
     config, lake = open_lake(args)
-    embed = text_embedding_udf(config.features.text_encoder, config.features.batch_size)
-    run_features(lake, args.ds, config.features, embed, reembed_all=args.reembed_all)
+    run_features(lake, args.ds, config.features, embedding_udf(config), reembed_all=args.reembed_all)
 
 
 def cli(argv: list[str] | None = None) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 
 from jobs.common import open_lake, parser, run
-from recllm.ingest import run_ingest
+from recllm.pipeline.ingest import run_ingest
 
 
 def main(args: argparse.Namespace) -> None:

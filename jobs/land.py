@@ -1,7 +1,11 @@
-"""Land upstream data into the raw tables: the synthetic generator or a MovieLens folder.
+"""Land upstream data into the raw tables: the synthetic generator or a dataset folder.
 
     python -m jobs.land --source synthetic --days 3 --config jobs/conf/default.yaml
     python -m jobs.land --source movielens --path ../shared/datasets/ml-latest-small
+    python -m jobs.land --source recbole --path ../shared/datasets/Office [--ds 2026-03-01]
+
+A dataset (movielens, amazon, recbole; see `recllm.data.formats`) lands as one day, at --ds
+or else the date of its latest event.
 """
 
 from __future__ import annotations
@@ -10,19 +14,20 @@ import argparse
 import logging
 
 from jobs.common import open_lake, parser, run
-from recllm.landing import land_day
-from recllm.movielens import load_movielens
-from recllm.synthetic import SyntheticConfig, generate
+from recllm.data.formats import FORMATS, REGISTRY, load_dataset
+from recllm.data.landing import land_day
+from recllm.data.synthetic import SyntheticConfig, generate
 
 log = logging.getLogger("recllm.jobs.land")
 
 
 def main(args: argparse.Namespace) -> None:
+    if args.source in REGISTRY and not args.path:
+        raise ValueError(f"--source {args.source} needs --path to {REGISTRY[args.source].folder}")
     _, lake = open_lake(args)
-    if args.source == "movielens":
-        if not args.path:
-            raise ValueError("--source movielens needs --path to a MovieLens CSV folder")
-        days = [load_movielens(args.path, ds=args.ds)]
+    if args.source in REGISTRY:
+        day, _ = load_dataset(args.path, args.source, ds=args.ds)
+        days = [day]
     else:
         synthetic = SyntheticConfig(
             seed=args.seed, n_users=args.users, n_items=args.items, n_days=args.days,
@@ -36,8 +41,8 @@ def main(args: argparse.Namespace) -> None:
 
 def cli(argv: list[str] | None = None) -> None:
     p = parser(__doc__.splitlines()[0], needs_ds=False)
-    p.add_argument("--source", choices=["synthetic", "movielens"], default="synthetic")
-    p.add_argument("--path", help="MovieLens folder (ratings.csv, movies.csv, tags.csv)")
+    p.add_argument("--source", choices=["synthetic", *FORMATS], default="synthetic")
+    p.add_argument("--path", help="dataset folder, for every source but synthetic")
     p.add_argument("--days", type=int, default=3, help="synthetic: consecutive days from --ds")
     p.add_argument("--seed", type=int, default=SyntheticConfig.seed)
     p.add_argument("--users", type=int, default=SyntheticConfig.n_users)

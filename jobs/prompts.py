@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 
 from jobs.common import open_lake, parser, run
-from recllm.prompts import run_prompts
+from recllm.pipeline.prompts import run_prompts
 
 
 def main(args: argparse.Namespace) -> None:

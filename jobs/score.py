@@ -5,7 +5,7 @@
 The model version defaults to `score.model_version` (`latest`: the newest in `models`). An
 unknown version fails naming the known ones, before anything is written. A day without
 inference prompts writes empty partitions and logs a warning. Safe to rerun: each table's
-`ds` partition is replaced in one transaction. See `udfs.scoring` for what each table holds.
+`ds` partition is replaced in one transaction. See `recllm.scoring.stage` for what each table holds.
 """
 
 from __future__ import annotations
@@ -13,15 +13,15 @@ from __future__ import annotations
 import argparse
 import logging
 
-from jobs.common import open_lake, parser, run
-from udfs.scoring import run_scoring
+from jobs.common import open_lake, parser, run, scoring_functions
+from recllm.scoring.stage import run_scoring
 
 log = logging.getLogger("recllm.jobs.score")
 
 
 def main(args: argparse.Namespace) -> None:
     config, lake = open_lake(args)
-    report = run_scoring(lake, args.ds, config, model_version=args.model_version)
+    report = run_scoring(lake, args.ds, config, scoring_functions(), model_version=args.model_version)
     log.info(
         "score ds=%s model %s: candidates=%d ctr_scores=%d cold_start_fills=%d new_items=%d new_users=%d%s",
         report.ds, report.model_version, report.candidates, report.ctr_scores, report.cold_start_fills,

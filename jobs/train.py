@@ -9,7 +9,7 @@ import argparse
 import logging
 
 from jobs.common import open_lake, parser, run
-from recllm.training import run_training
+from recllm.training.driver import run_training
 
 log = logging.getLogger("recllm.jobs.train")
 

@@ -43,5 +43,6 @@ def build_spark(config: RecllmConfig) -> SparkSession:
 
 
 def build_lake(spark: SparkSession, config: RecllmConfig) -> Lake:
+    """The lake the config names; `Lake(...)` picks the backend class (`auto`: native if Delta is there)."""
     lc = config.lake
     return Lake(spark, root=lc.root, backend=lc.backend, catalog_prefix=lc.catalog_prefix)

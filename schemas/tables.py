@@ -29,6 +29,10 @@ STRINGS = ArrayType(StringType(), containsNull=False)
 EVENT_TYPES = ("impression", "click", "purchase", "like", "rating", "search", "tag")
 """Event types ingest accepts; anything else is quarantined as `unknown_event_type`."""
 
+LIKED_MIN_RATING = 4.0
+"""A `rating` event at or above this value is positive feedback, like a `like` (the `like`
+objective, item popularity, and the CTR labels of rating-only data in the benchmark)."""
+
 DS = Column("ds", S, False, "run date (YYYY-MM-DD) the row belongs to; the partition column")
 
 

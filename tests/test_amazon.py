@@ -9,7 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from recllm.amazon import load_amazon
+from recllm.data.amazon import load_amazon
+from recllm.data.formats import load_dataset
 from schemas import EVENTS_RAW, ITEMS_RAW, USERS_RAW
 
 REVIEWS_2014 = [
@@ -200,3 +201,21 @@ def test_an_explicit_ds_labels_every_row(tmp_path):
     assert day.ds == "2020-02-02"
     for frame in (day.events_raw, day.items_raw, day.users_raw):
         assert (frame["ds"] == "2020-02-02").all()
+
+
+def test_a_dataset_folder_loads_its_reviews_and_its_meta_file(tmp_path, day_2014):
+    folder = tmp_path / "Shoes"
+    folder.mkdir()
+    _write(folder / "Shoes.json", REVIEWS_2014)
+    _write(folder / "meta_Shoes.json", META_2014)
+    (folder / "README.txt").write_text("not a data file")
+    day, presplit = load_dataset(folder, "amazon")
+    assert not presplit
+    for name in ("events_raw", "items_raw", "users_raw"):
+        pd.testing.assert_frame_equal(getattr(day, name), getattr(day_2014, name))
+
+
+def test_a_dataset_folder_without_reviews_is_an_error(tmp_path):
+    _write(tmp_path / "meta_Shoes.json", META_2014)
+    with pytest.raises(ValueError, match="no reviews JSON lines file"):
+        load_dataset(tmp_path, "amazon")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from recllm.baselines import als_rankings, ctr_expert, ctr_features, popularity_ranking
-from recllm.metrics import auc
+from recllm.evaluation.baselines import als_rankings, ctr_expert, ctr_features, popularity_ranking
+from recllm.evaluation.metrics import auc
 
 ITEMS = [f"i{k}" for k in range(10)]
 INDEX = {item: k for k, item in enumerate(ITEMS)}

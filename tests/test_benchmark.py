@@ -6,8 +6,11 @@ import json
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from jobs import benchmark
+
+pytestmark = pytest.mark.slow  # trains and evaluates every model on a tiny MovieLens
 
 GENRES = ("Comedy", "Drama", "Horror", "Sci-Fi")
 

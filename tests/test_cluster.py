@@ -16,13 +16,15 @@ from pyspark.sql import functions as F
 
 from recllm.lake import Lake
 from tests.cluster import StandaloneCluster
-from tests.conftest import DEMO_ARGS, small_demo_config
+from tests.helpers import DEMO_ARGS, small_demo_config
 
 RESULT_TABLES = ("events", "items", "users", "quarantine", "item_features", "prompts", "models",
                  "candidates", "ctr_scores", "cold_start_fills", "metrics")
 VOLATILE = {"quarantine": ["run_id", "quarantined_at"],
             "models": ["created_at", "path", "config_json", "metrics_json"]}
 """Columns that name when or where a run happened rather than what it computed."""
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

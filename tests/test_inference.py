@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from recllm.batching import Collator
-from recllm.inference import Scorer
-from tests.test_model import N_ITEMS, tiny_catalog, tiny_model, tokenizer  # noqa: F401 (fixture)
+from recllm.model.batching import Collator
+from recllm.model.inference import Scorer
+from tests.helpers import N_ITEMS, tiny_catalog, tiny_model
 
 
 def test_blocked_and_chunked_top_k_equals_one_plain_top_k_with_exclusions(tokenizer):

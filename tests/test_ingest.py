@@ -10,8 +10,8 @@ from chispa import assert_df_equality
 from pyspark.sql import functions as F
 
 from recllm.config import IngestConfig
-from recllm.ingest import REASONS, run_ingest
-from recllm.landing import land_frame
+from recllm.pipeline.ingest import REASONS, run_ingest
+from recllm.data.landing import land_frame
 from schemas import EVENTS_RAW, ITEMS_RAW, USERS_RAW
 
 DS = "2026-01-02"
@@ -145,8 +145,8 @@ def test_a_day_with_nothing_landed_writes_empty_partitions(lake):
 
 
 def test_ingest_catches_exactly_the_generators_bad_rows_day_after_day(lake):
-    from recllm.landing import land_day
-    from recllm.synthetic import SyntheticConfig, generate
+    from recllm.data.landing import land_day
+    from recllm.data.synthetic import SyntheticConfig, generate
 
     days, _ = generate(SyntheticConfig(seed=3, n_users=60, n_items=80, n_days=2, impressions_per_user_day=6))
     for day in days:

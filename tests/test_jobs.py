@@ -23,7 +23,7 @@ def test_the_demo_runs_the_nightly_pipeline_end_to_end_and_shows_a_sample(small_
     assert "reusing urm-2026-01-03" in out
     assert "candidates=" in out and "metric rows" in out
     assert "Today's click candidates for" in out and "A cold-start fill" in out
-    from tests.conftest import read_delta_rs
+    from tests.helpers import read_delta_rs
 
     metrics = set(read_delta_rs(str(root / "lake" / "metrics"))["model"])
     assert {"popularity", "als", "gbt_ctr", "sasrec"} <= metrics and any(m.startswith("urm-") for m in metrics)
@@ -36,6 +36,29 @@ def test_land_then_ingest_from_the_command_line_and_rerun_safely(config_file, sp
         ingest.cli(["--ds", "2026-03-01", "--config", config_file, "--run-id", "r2"])
     lines = [r.getMessage() for r in caplog.records if "events_raw: in=" in r.getMessage()]
     assert len(lines) == 2 and lines[0].split("events_raw")[1] == lines[1].split("events_raw")[1]
+
+
+def test_land_loads_a_recbole_folder_through_the_format_registry(config_file, tmp_path):
+    from tests.helpers import read_delta_rs
+
+    folder = tmp_path / "tiny"
+    folder.mkdir()
+    (folder / "tiny.inter").write_text(
+        "user_id:token\titem_id:token\trating:float\ttimestamp:float\n1\t10\t4\t881250949\n2\t20\t3\t881250950\n"
+    )
+    land.cli(["--config", config_file, "--source", "recbole", "--path", str(folder), "--ds", "2026-03-02"])
+    events = read_delta_rs(str(tmp_path / "lake" / "events_raw"))
+    assert sorted(events["event_id"]) == ["rb-r0", "rb-r1"] and set(events["ds"]) == {"2026-03-02"}
+    assert sorted(read_delta_rs(str(tmp_path / "lake" / "items_raw"))["item_id"]) == ["i10", "i20"]
+    assert sorted(read_delta_rs(str(tmp_path / "lake" / "users_raw"))["user_id"]) == ["u1", "u2"]
+
+
+@pytest.mark.parametrize("source", ["movielens", "amazon", "recbole"])
+def test_a_dataset_source_without_a_path_fails_with_exit_1_saying_what_it_needs(source, tmp_path, caplog):
+    with pytest.raises(SystemExit) as exit_:
+        land.cli(["--config", str(tmp_path / "never-read.yaml"), "--source", source])
+    assert exit_.value.code == 1
+    assert f"--source {source} needs --path to a" in caplog.text
 
 
 def test_a_bad_date_is_refused_before_anything_runs(config_file, capsys):

@@ -19,9 +19,9 @@ from pyspark.sql.types import (
     TimestampType,
 )
 
-from recllm.lake import SchemaMismatchError, TableNotFoundError, check_identifier
+from recllm.lake import DeltaRsLake, Lake, SchemaMismatchError, TableNotFoundError, check_identifier
 from schemas import TABLES, TableSchema
-from tests.conftest import read_delta_rs
+from tests.helpers import read_delta_rs
 
 
 def sample_value(dtype, i: int, column: str):
@@ -225,6 +225,13 @@ def test_reading_a_table_no_job_wrote_says_so(lake):
     with pytest.raises(TableNotFoundError, match="table 'prompts' does not exist"):
         lake.read("prompts")
     assert lake.read_or_empty("prompts").count() == 0
+
+
+def test_lake_builds_the_backend_it_is_asked_for(spark, tmp_path):
+    assert type(Lake(spark, root=str(tmp_path / "a"), backend="deltars")) is DeltaRsLake
+    assert Lake(spark, root=str(tmp_path / "b")).backend == "deltars"  # this session has no Delta jars
+    with pytest.raises(ValueError, match="lake backend must be auto, native or deltars"):
+        Lake(spark, root=str(tmp_path / "c"), backend="delta")
 
 
 def test_bad_identifiers_and_dates_are_refused(spark, lake):

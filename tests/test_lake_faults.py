@@ -22,9 +22,10 @@ from chispa import assert_df_equality
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from recllm.delta_source import DeltaRsDataSource, DeltaRsWriter
 from recllm.lake import Lake
-from tests.conftest import read_delta_rs
+from tests.helpers import candidates_of, read_delta_rs
+
+pytestmark = pytest.mark.slow  # each test starts writer processes, each its own Spark
 
 REPO = Path(__file__).resolve().parents[1]
 TABLE = "candidates"
@@ -36,7 +37,7 @@ import json, os, sys, time
 from recllm.config import load_config
 from recllm.lake import Lake
 from recllm.session import build_spark
-from tests.test_lake_faults import CommittingTogether, candidates_of
+from tests.helpers import CommittingTogether, candidates_of
 
 spec = json.loads(sys.argv[1])
 spark = build_spark(load_config(overrides={"spark": {
@@ -64,66 +65,6 @@ for round_, (ds, label) in enumerate(spec["writes"]):
     with open(os.path.join(spec["work"], "outcomes.jsonl"), "a") as out:
         out.write(json.dumps({"writer": spec["name"], "round": round_, "ds": ds, "outcome": outcome}) + "\\n")
 """
-
-
-def candidates_of(spark, ds: str, label: str, rows: int, files: int = 1) -> DataFrame:
-    """`rows` candidates of day `ds` in `files` files, each row tagged `label` (its model_version)."""
-    return spark.range(rows, numPartitions=files).select(
-        F.lit(ds).alias("ds"),
-        F.lit("click").alias("objective"),
-        F.format_string("user-%05d", (F.col("id") / 10).cast("int")).alias("user_id"),
-        (F.col("id") % 10 + 1).cast("int").alias("rank"),
-        F.format_string("item-%d", F.col("id") % 97).alias("item_id"),
-        (F.col("id") * 0.5).alias("score"),
-        F.lit(label).alias("model_version"),
-    )
-
-
-class CommittingTogether(DeltaRsDataSource):
-    """The lake's own data source, with the commits of racing writers made to meet.
-
-    Each writer, having read the table to commit against, waits before its first commit
-    attempt until every racing writer has read it too, so all commit against the same version,
-    as jobs on a slow object store routinely do. Unaided, Spark's scheduling puts 10-100 ms
-    between two jobs' commits and a local commit takes a few, so they would rarely meet.
-    """
-
-    def writer(self, schema, overwrite: bool) -> DeltaRsWriter:
-        return _WriterCommittingTogether(self.options, overwrite)
-
-
-class _WriterCommittingTogether(DeltaRsWriter):
-    def commit(self, messages) -> None:
-        from deltalake import DeltaTable
-
-        commit_now = DeltaTable.create_write_transaction
-        waited = False
-
-        def once_every_writer_has_read_the_table(table, *args, **kwargs):
-            nonlocal waited
-            if not waited:
-                waited = True
-                wait_for_every_writer()
-            return commit_now(table, *args, **kwargs)
-
-        DeltaTable.create_write_transaction = once_every_writer_has_read_the_table
-        try:
-            super().commit(messages)
-        finally:
-            DeltaTable.create_write_transaction = commit_now
-
-
-def wait_for_every_writer() -> None:
-    """A barrier across writer processes: the Nth call of each writer returns once all made theirs."""
-    barrier, me = Path(os.environ["RECLLM_COMMIT_BARRIER"]), os.environ["RECLLM_WRITER_NAME"]
-    writers = int(os.environ["RECLLM_COMMIT_WRITERS"])
-    round_ = len(list(barrier.glob(f"{me}-*")))
-    (barrier / f"{me}-{round_}").touch()
-    deadline = time.monotonic() + 300
-    while len(list(barrier.glob(f"*-{round_}"))) < writers:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"the other writers never came to commit round {round_}")
-        time.sleep(0.0005)
 
 
 def start_writer(work: Path, name: str, root: str, writes: list[tuple[str, str]], rows: int, files: int = 1,

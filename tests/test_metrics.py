@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from recllm.metrics import (auc, coverage, gauc, hit_positions, hit_rate_at_k, log_loss, mrr_at_k, ndcg_at_k, novelty,
+from recllm.evaluation.metrics import (auc, coverage, gauc, hit_positions, hit_rate_at_k, log_loss, mrr_at_k, ndcg_at_k, novelty,
                             recall_at_k)
 
 RANKED = np.array([[3, 1, 2], [0, 4, 5], [7, 8, -1]])

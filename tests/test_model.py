@@ -6,44 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from recllm.backbone import train_tokenizer
-from recllm.batching import Collator
+from recllm.model.batching import Collator
 from recllm.config import ModelConfig
-from recllm.model import URM, ItemCatalog, LossTargets, URMConfig, control_token_ids
-from recllm.tokens import ITEM_SLOT, LM_TOKEN, QUERY_TOKEN, neutralize
-
-N_ITEMS, TEXT_DIM, IMAGE_DIM = 12, 8, 4
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    corpus = ["Recommend items this user will click next. History: clicked <|item|> bought <|item|>"] * 20
-    corpus += ["liked <|item|> searched for shoes", "trail running shoes", "science fiction novel"] * 20
-    return train_tokenizer(corpus, 300)
-
-
-def tiny_model(tokenizer, n_items_trained=N_ITEMS - 2, seed=0) -> URM:
-    from transformers import AutoModel, Qwen2Config
-
-    torch.manual_seed(seed)
-    backbone = AutoModel.from_config(Qwen2Config(
-        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-        num_key_value_heads=1, intermediate_size=64, max_position_embeddings=128, tie_word_embeddings=True))
-    d = backbone.config.to_dict()
-    d["model_type"] = "qwen2"
-    config = URMConfig(backbone=d, n_items_trained=n_items_trained, text_dim=TEXT_DIM, image_dim=IMAGE_DIM,
-                       id_dim=8, out_dim=16, n_query_tokens=3, id_dropout=0.0, max_tokens=48,
-                       pad_token_id=tokenizer.pad_token_id, **control_token_ids(tokenizer))
-    return URM(config, backbone)
-
-
-def tiny_catalog(seed=0) -> ItemCatalog:
-    g = torch.Generator().manual_seed(seed)
-    has_image = torch.tensor([i % 3 != 0 for i in range(N_ITEMS)])
-    image = torch.randn(N_ITEMS, IMAGE_DIM, generator=g) * has_image.unsqueeze(1)
-    return ItemCatalog(torch.randn(N_ITEMS, TEXT_DIM, generator=g), image, has_image,
-                       [f"i{k}" for k in range(N_ITEMS)])
-
+from recllm.model.urm import URM, ItemCatalog, LossTargets
+from recllm.model.tokens import ITEM_SLOT, LM_TOKEN, QUERY_TOKEN, neutralize
+from tests.helpers import N_ITEMS, tiny_catalog, tiny_model
 
 PROMPTS = [
     "Recommend items this user will click next. History: clicked <|item|> bought <|item|>",
@@ -213,7 +180,7 @@ def test_control_tokens_are_single_special_tokens(tokenizer):
 
 
 def test_the_default_model_config_builds(tmp_path):
-    from recllm.backbone import build_backbone
+    from recllm.model.backbone import build_backbone
 
     backbone, tok = build_backbone(ModelConfig(vocab_size=300, hidden_size=32, num_layers=1, num_heads=2,
                                                intermediate_size=64), ["some text <|item|>"] * 10)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from recllm.movielens import load_movielens
+from recllm.data.movielens import load_movielens
 from schemas import EVENTS_RAW, ITEMS_RAW, USERS_RAW
 
 ML_SMALL = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "ml-latest-small"

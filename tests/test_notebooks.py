@@ -9,6 +9,10 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+from tests.helpers import read_delta_rs
+
+pytestmark = pytest.mark.slow  # the notebooks read the small demo's lake
+
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
 
@@ -40,8 +44,6 @@ def test_the_notebook_runs_headless_and_renders_its_plots(executed, name, plots)
 
 
 def test_the_evaluation_notebook_shows_the_metrics_tables_values(small_demo, executed):
-    from tests.conftest import read_delta_rs
-
     root = small_demo.root
     metrics = read_delta_rs(str(root / "lake" / "metrics"))
     latest = metrics[(metrics["ds"] == metrics["ds"].max()) & (metrics["metric"] == "recall") & (metrics["k"] == 10)

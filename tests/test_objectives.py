@@ -7,7 +7,7 @@ from chispa import assert_df_equality
 from pyspark.sql import functions as F
 
 from recllm.config import ConfigError, PromptsConfig
-from recllm.objectives import (
+from recllm.pipeline.objectives import (
     DEFAULT_OBJECTIVES,
     example_template_version,
     objectives_from_config,

@@ -7,7 +7,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from recllm.recbole import RecBoleData, load_recbole
+from recllm.data.formats import load_dataset
+from recllm.data.recbole import RecBoleData, load_recbole
 from schemas import EVENTS_RAW, ITEMS_RAW, USERS_RAW
 
 INTER = """user_id:token\titem_id:token\trating:float\ttimestamp:float
@@ -188,3 +189,17 @@ def test_a_header_field_without_type_is_an_error(tmp_path):
     root = _directory(tmp_path / "bad", {"bad.inter": "user_id\titem_id:token\n1\t10\n"})
     with pytest.raises(ValueError, match=r"bad\.inter: header field 'user_id' lacks a :type"):
         load_recbole(root)
+
+
+def test_the_format_registry_loads_a_folder_and_says_whether_it_ships_its_split(tmp_path, presplit):
+    day, shipped = load_dataset(_directory(tmp_path / "tiny", {"tiny.inter": INTER}), "recbole", ds="2020-02-02")
+    assert not shipped and day.ds == "2020-02-02" and len(day.events_raw) == 3
+    files = {f"Office.{s}.inter": text for s, text in (("train", TRAIN), ("valid", VALID), ("test", TEST))}
+    (tmp_path / "again").mkdir()
+    day, shipped = load_dataset(_directory(tmp_path / "again" / "Office", files), "recbole", ds=presplit.day.ds)
+    assert shipped and len(day.events_raw) == len(presplit.day.events_raw)
+
+
+def test_an_unknown_format_names_the_known_ones():
+    with pytest.raises(ValueError, match="unknown format 'csv'; expected one of movielens, amazon, recbole"):
+        load_dataset("anywhere", "csv")

@@ -17,19 +17,23 @@ from chispa import assert_df_equality
 from pyspark.sql import functions as F
 
 from jobs import score as score_job
-from recllm.batching import Collator
+from recllm.model.batching import Collator
 from recllm.config import ConfigError, load_config
-from recllm.features import run_features
-from recllm.ingest import run_ingest
+from recllm.pipeline.features import run_features
+from recllm.pipeline.ingest import run_ingest
 from recllm.lake import Lake
-from recllm.landing import land_day
-from recllm.model import URM, load_tokenizer
-from recllm.objectives import DEFAULT_OBJECTIVES
-from recllm.prompts import run_prompts
-from recllm.scoring import LOADS, ModelNotFoundError, check_score_config, get_scorer, write_catalog_snapshot
-from recllm.synthetic import SyntheticConfig, generate
-from recllm.training import catalog_from_features, prepare_training, register_model, train_fn
-from udfs.scoring import run_scoring
+from recllm.data.landing import land_day
+from recllm.model.urm import URM, ItemCatalog, load_tokenizer
+from recllm.pipeline.objectives import DEFAULT_OBJECTIVES
+from recllm.pipeline.prompts import run_prompts
+from recllm.registry import ModelNotFoundError, register_model
+from recllm.scoring.batch import LOADS, WorkerSpec, get_scorer
+from recllm.scoring.stage import check_score_config, run_scoring, write_catalog_snapshot
+from recllm.data.synthetic import SyntheticConfig, generate
+from recllm.training.driver import prepare_training
+from recllm.training.loop import train_fn
+from jobs.common import scoring_functions
+from tests.helpers import hashed_text_embedding
 
 DS1, DS2, EMPTY_DS = "2026-01-01", "2026-01-02", "2026-01-03"
 K, CTR_TOP_N, COLD_USERS, NEW_USER_K = 8, 3, 5, 6
@@ -48,14 +52,6 @@ def _overrides(root) -> dict:
     }
 
 
-def _hashed_text_embedding(text):
-    """A deterministic 32-dim unit vector per text in plain Spark SQL: these tests score, they do not
-    need MiniLM's semantics (its UDF is tested with features and training), and skip its load."""
-    raw = F.transform(F.sequence(F.lit(1), F.lit(32)), lambda i: F.sin(F.hash(text, i).cast("double")))
-    norm = F.sqrt(F.aggregate(raw, F.lit(0.0), lambda acc, v: acc + v * v))
-    return F.transform(raw, lambda v: (v / norm).cast("float"))
-
-
 @pytest.fixture(scope="module")
 def world(spark, tmp_path_factory):
     """Day 1 ingested, featurised and trained on; day 2 (new items and users) landed after training."""
@@ -63,14 +59,14 @@ def world(spark, tmp_path_factory):
     lake = Lake(spark, root=str(root / "lake"), backend="deltars")
     config = load_config(overrides=_overrides(root))
     days, _ = generate(SyntheticConfig(seed=5, n_users=40, n_items=50, n_days=2))
-    embed = _hashed_text_embedding
+    embed = hashed_text_embedding
     land_day(lake, days[0])
     run_ingest(lake, DS1, config.ingest)
     run_features(lake, DS1, config.features, embed)
     run_prompts(lake, DS1, config.prompts)
     plan = prepare_training(lake, DS1, config)
     result = train_fn(plan)
-    register_model(lake, DS1, config, plan, result)
+    register_model(lake, DS1, config, plan.model_version, f"{plan.work_dir}/best", result)
     land_day(lake, days[1])
     run_ingest(lake, DS2, config.ingest)
     run_features(lake, DS2, config.features, embed)
@@ -81,13 +77,13 @@ def world(spark, tmp_path_factory):
          (user, "no_such_item", "home_feed", DS2), (user, "i00003", "search", "2025-12-31")],
         "user_id string, item_id string, scenario string, ds string",
     ).write.parquet(str(root / "requests"))
-    return {"lake": lake, "config": config, "root": root, "model_version": plan["model_version"],
-            "model_path": f"{plan['work_dir']}/best", "requested_user": user}
+    return {"lake": lake, "config": config, "root": root, "model_version": plan.model_version,
+            "model_path": f"{plan.work_dir}/best", "requested_user": user}
 
 
 @pytest.fixture(scope="module")
 def scored(world):
-    report = run_scoring(world["lake"], DS2, world["config"])
+    report = run_scoring(world["lake"], DS2, world["config"], scoring_functions())
     return report
 
 
@@ -98,7 +94,7 @@ def plain(world):
     model = URM.from_pretrained(world["model_path"])
     collator = Collator(load_tokenizer(world["model_path"]), model.config)
     features = lake.read("item_features").toPandas()
-    catalog = catalog_from_features(features)
+    catalog = ItemCatalog.from_features(features)
     index = {item_id: i for i, item_id in enumerate(catalog.item_ids)}
     infer = (lake.read("prompts", ds=DS2).where("split = 'infer' AND objective != 'ctr'")
              .select("objective", "user_id", "prompt_text", "history_item_ids").toPandas())
@@ -254,7 +250,7 @@ def test_an_unknown_model_version_fails_clearly_and_writes_nothing(world, scored
     lake = world["lake"]
     before = {t: lake.version(t) for t in TABLES}
     with pytest.raises(ModelNotFoundError, match=r"model version 'nope' not found in models; known: \['urm-"):
-        run_scoring(lake, DS2, world["config"], model_version="nope")
+        run_scoring(lake, DS2, world["config"], scoring_functions(), model_version="nope")
     config = world["root"] / "bad-version.yaml"
     config.write_text(f"lake:\n  root: {lake.root}\n  backend: deltars\n")
     with pytest.raises(SystemExit) as exit_:
@@ -266,7 +262,7 @@ def test_an_unknown_model_version_fails_clearly_and_writes_nothing(world, scored
 def test_a_day_without_prompts_writes_empty_partitions(world, scored, caplog):
     lake = world["lake"]
     with caplog.at_level(logging.WARNING):
-        report = run_scoring(lake, EMPTY_DS, world["config"])
+        report = run_scoring(lake, EMPTY_DS, world["config"], scoring_functions())
     assert report.empty_day and report.candidates == report.ctr_scores == report.cold_start_fills == 0
     assert "no inference rows for ds=2026-01-03" in caplog.text
     for table in TABLES:
@@ -283,7 +279,7 @@ def _probe(spec):
         import pandas as _pd
         import torch as _torch
 
-        from recllm.scoring import LOADS as loads
+        from recllm.scoring.batch import LOADS as loads
         from udfs.scoring import _worker_scorer
 
         for pdf in batches:
@@ -300,8 +296,8 @@ def test_each_python_worker_loads_the_model_once_with_the_configured_threads(wor
     from pyspark import cloudpickle
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    spec = {"model_dir": world["model_path"], "catalog_dir": write_catalog_snapshot(plain["catalog"], str(tmp_path / "c")),
-            "device": "cpu", "torch_threads": 1, "batch_size": 16, "chunk_size": 20}
+    spec = WorkerSpec(model_dir=world["model_path"], catalog_dir=write_catalog_snapshot(plain["catalog"], str(tmp_path / "c")),
+                      device="cpu", torch_threads=1, batch_size=16, chunk_size=20)
     tasks = spark.range(0, 6, numPartitions=6)
     rows = [r for _ in range(2) for r in tasks.mapInPandas(
         _probe(spec), "pid long, loads long, threads int, scorer long, items int").collect()]
@@ -313,8 +309,8 @@ def test_each_python_worker_loads_the_model_once_with_the_configured_threads(wor
     assert all(len(seen) == 1 for seen in by_worker.values()), f"a worker loaded the scorer twice: {by_worker}"
 
     loads = LOADS["count"]  # and in this process
-    first = get_scorer(spec["model_dir"], spec["catalog_dir"])
-    assert get_scorer(spec["model_dir"], spec["catalog_dir"]) is first and LOADS["count"] == loads + 1
+    first = get_scorer(spec.model_dir, spec.catalog_dir)
+    assert get_scorer(spec.model_dir, spec.catalog_dir) is first and LOADS["count"] == loads + 1
 
 
 @pytest.mark.parametrize("key, value, message", [

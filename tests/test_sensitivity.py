@@ -7,11 +7,12 @@ import pytest
 
 from recllm.config import load_config
 from recllm.lake import Lake
-from recllm.landing import prepare_history
-from recllm.sensitivity import category_shift, mean_jaccard, prompt_sensitivity, swap_instruction
-from recllm.synthetic import SyntheticConfig, generate
-from recllm.training import prepare_training, train_fn
-from tests.test_scoring import _hashed_text_embedding
+from recllm.nightly import land_and_prepare
+from recllm.evaluation.sensitivity import category_shift, mean_jaccard, prompt_sensitivity, swap_instruction
+from recllm.data.synthetic import SyntheticConfig, generate
+from recllm.training.driver import prepare_training
+from recllm.training.loop import train_fn
+from tests.helpers import hashed_text_embedding
 
 
 def test_overlap_and_category_shift_by_hand():
@@ -41,10 +42,10 @@ def test_alternative_instructions_are_scored_for_the_same_users(spark, tmp_path)
         "model": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64, "vocab_size": 500},
     })
     days, _ = generate(SyntheticConfig(seed=3, n_users=30, n_items=40, n_days=3))
-    ds = prepare_history(lake, days, config, _hashed_text_embedding)
+    ds = land_and_prepare(lake, days, config, hashed_text_embedding)
     plan = prepare_training(lake, ds, config)
     train_fn(plan)
-    model_dir = f"{plan['work_dir']}/best"
+    model_dir = f"{plan.work_dir}/best"
 
     frame = prompt_sensitivity(lake, ds, model_dir, "click", ["Suggest what this shopper opens next.",
                                                              "Recommend items this user will click next."],

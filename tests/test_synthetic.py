@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recllm.synthetic import (
+from recllm.data.frames import LandedDay
+from recllm.data.synthetic import (
     CATEGORIES,
     CLICK_A,
     CLICK_B,
@@ -19,7 +20,6 @@ from recllm.synthetic import (
     ITEM_REASONS,
     USER_REASONS,
     SyntheticConfig,
-    SyntheticDay,
     generate,
 )
 from schemas import EVENT_TYPES, EVENTS_RAW, ITEMS_RAW, USERS_RAW
@@ -138,7 +138,7 @@ def _event_rule(ds: str, users: set[str], items: set[str]):
     return rule
 
 
-def _judge_days(days: list[SyntheticDay]) -> list[dict[str, pd.DataFrame]]:
+def _judge_days(days: list[LandedDay]) -> list[dict[str, pd.DataFrame]]:
     """Per day and table, the raw rows with a `reason` column (None = accepted)."""
     users: set[str] = set()
     items: set[str] = set()

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from pyspark.sql.functions import pandas_udf
 
-from recllm.text_encoder import (
+from recllm.model.text_encoder import (
     EncoderNotFoundError,
     MeanPoolingEncoder,
     SentenceTransformerEncoder,
@@ -89,7 +89,7 @@ def test_spark_workers_load_the_encoder_with_one_torch_thread(spark, minilm):
     def torch_threads(k: pd.Series) -> pd.Series:
         import torch
 
-        from recllm.text_encoder import load_text_encoder
+        from recllm.model.text_encoder import load_text_encoder
 
         load_text_encoder(minilm)
         return pd.Series([torch.get_num_threads()] * len(k))

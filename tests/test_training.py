@@ -7,22 +7,25 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 
 import numpy as np
 import pytest
 from pyspark.sql import functions as F
 
 from recllm.config import load_config
-from recllm.features import run_features
-from recllm.inference import Scorer
-from recllm.ingest import run_ingest
+from recllm.pipeline.features import run_features
+from recllm.model.inference import Scorer
+from recllm.pipeline.ingest import run_ingest
 from recllm.lake import Lake
-from recllm.landing import land_day, prepare_history
-from recllm.metrics import auc, recall_at_k
-from recllm.model import URM
-from recllm.synthetic import SyntheticConfig, generate
-from recllm.training import (catalog_from_features, load_checkpoint, prepare_training, run_training, shard_ranges,
-                             train_fn)
+from recllm.data.landing import land_day
+from recllm.nightly import land_and_prepare
+from recllm.evaluation.metrics import auc, recall_at_k
+from recllm.model.urm import URM, ItemCatalog
+from recllm.data.synthetic import SyntheticConfig, generate
+from recllm.training.checkpoints import load_checkpoint
+from recllm.training.driver import prepare_training, run_training
+from recllm.training.loop import TrainingPlan, shard_ranges, train_fn
 from udfs.text import text_embedding_udf
 
 K = 10
@@ -41,7 +44,7 @@ def world(spark, tmp_path_factory):
         "prompts": {"history_length": 15},
     })
     embed = text_embedding_udf(config.features.text_encoder, config.features.batch_size)
-    ds = prepare_history(lake, days[:6], config, embed)
+    ds = land_and_prepare(lake, days[:6], config, embed)
     return {"lake": lake, "config": config, "days": days, "truth": truth, "ds": ds, "embed": embed}
 
 
@@ -108,7 +111,7 @@ def test_cold_items_reach_users_whose_tastes_match_their_category(world, trained
     run_ingest(lake, days[6].ds, config.ingest)
     run_features(lake, days[6].ds, config.features, world["embed"])
     features = lake.read("item_features").toPandas()
-    scorer = Scorer.load(trained["path"], catalog=catalog_from_features(features))
+    scorer = Scorer.load(trained["path"], catalog=ItemCatalog.from_features(features))
     n_trained = scorer.model.config.n_items_trained
     cold = [i for i in range(n_trained, len(scorer.catalog))]
     assert cold, "day 7 brought items the model never saw"
@@ -136,11 +139,11 @@ def test_a_run_killed_after_a_checkpoint_resumes_and_finishes(world, tmp_path):
                   "checkpoint_every_steps": 2, "max_train_examples": 400},
     })
     plan = prepare_training(world["lake"], world["ds"], config)
-    latest = os.path.join(plan["work_dir"], "checkpoints", "latest", "state.json")
-    code = f"import json, sys; from recllm.training import train_fn; train_fn(json.load(open({str(tmp_path / 'plan.json')!r})))"
+    latest = os.path.join(plan.work_dir, "checkpoints", "latest", "state.json")
+    code = f"import json, sys; from recllm.training.loop import TrainingPlan, train_fn; train_fn(TrainingPlan(**json.load(open({str(tmp_path / 'plan.json')!r}))))"
     import json
 
-    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    (tmp_path / "plan.json").write_text(json.dumps(asdict(plan)))
     proc = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "WORLD_SIZE": "1", "RANK": "0"})
     deadline = time.time() + 120
     while not os.path.exists(latest) and time.time() < deadline and proc.poll() is None:
@@ -152,7 +155,7 @@ def test_a_run_killed_after_a_checkpoint_resumes_and_finishes(world, tmp_path):
     result = train_fn(plan)
     assert result["resumed_from_step"] >= 2
     assert result["epochs_run"] == 2
-    assert os.path.exists(os.path.join(plan["work_dir"], "best", "model.safetensors"))
+    assert os.path.exists(os.path.join(plan.work_dir, "best", "model.safetensors"))
 
 
 def test_a_corrupted_checkpoint_is_named_in_the_error(world, tmp_path):
@@ -160,14 +163,14 @@ def test_a_corrupted_checkpoint_is_named_in_the_error(world, tmp_path):
                                                "checkpoint_every_steps": 1, "max_train_examples": 64}})
     plan = prepare_training(world["lake"], world["ds"], config)
     train_fn(plan)
-    latest = os.path.join(plan["work_dir"], "checkpoints", "latest")
+    latest = os.path.join(plan.work_dir, "checkpoints", "latest")
     with open(os.path.join(latest, "model.safetensors"), "r+b") as f:
         f.write(b"garbage!")
-    model = URM.from_pretrained(os.path.join(plan["work_dir"], "initial"))
+    model = URM.from_pretrained(os.path.join(plan.work_dir, "initial"))
     import torch
 
     with pytest.raises(RuntimeError, match=f"checkpoint {latest} is corrupted"):
-        load_checkpoint(plan["work_dir"], model, torch.optim.AdamW(model.parameters()), "cpu")
+        load_checkpoint(plan.work_dir, model, torch.optim.AdamW(model.parameters()), "cpu")
     os.remove(os.path.join(latest, "optimizer.safetensors"))
     with pytest.raises(FileNotFoundError, match="missing optimizer.safetensors"):
-        load_checkpoint(plan["work_dir"], model, torch.optim.AdamW(model.parameters()), "cpu")
+        load_checkpoint(plan.work_dir, model, torch.optim.AdamW(model.parameters()), "cpu")

@@ -4,7 +4,7 @@
     items.select("item_id", embed("text").alias("text_embedding"))
 
 Built on `pyspark.ml.functions.predict_batch_udf`: each Python worker builds the predict
-function once, and the model behind it comes from `recllm.text_encoder`'s module-level
+function once, and the model behind it comes from `recllm.model.text_encoder`'s module-level
 cache, so a worker loads the model once however many tasks and queries it serves.
 """
 
@@ -16,7 +16,7 @@ import numpy as np
 from pyspark.ml.functions import predict_batch_udf
 from pyspark.sql.types import ArrayType, FloatType
 
-from recllm.text_encoder import resolve_encoder_path
+from recllm.model.text_encoder import resolve_encoder_path
 
 
 def text_embedding_udf(encoder_path: str, batch_size: int = 64):
@@ -31,7 +31,7 @@ def _make_predict_fn(path: str, batch_size: int) -> Callable[[], Callable[[np.nd
     """The per-worker factory predict_batch_udf calls: loads (or reuses) the encoder, returns predict."""
 
     def make_predict_fn() -> Callable[[np.ndarray], np.ndarray]:
-        from recllm.text_encoder import encode_texts, load_text_encoder
+        from recllm.model.text_encoder import encode_texts, load_text_encoder
 
         load_text_encoder(path)
 

@@ -25,13 +25,19 @@ import math
 import os
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import nn
 from transformers import AutoConfig, AutoModel, PreTrainedTokenizerBase
 
-from recllm.tokens import ITEM_SLOT, LM_TOKEN, QUERY_TOKEN
+from recllm.config import ModelConfig
+from recllm.model.tokens import ITEM_SLOT, LM_TOKEN, QUERY_TOKEN
+
+_DEFAULTS = ModelConfig()
+SHARED_WITH_MODEL_CONFIG = ("id_dim", "out_dim", "n_query_tokens", "init_scale", "id_dropout", "slot_attention", "max_tokens")
+"""URMConfig fields that the `model:` config section sets; their defaults are that section's."""
 
 WEIGHTS = "model.safetensors"
 CONFIG = "urm_config.json"
@@ -47,25 +53,30 @@ class URMConfig:
     n_items_trained: int  # items with index < this have learned ID embeddings
     text_dim: int = 384
     image_dim: int = 16
-    id_dim: int = 64
-    out_dim: int = 64
-    n_query_tokens: int = 4
-    init_scale: float = 20.0
-    id_dropout: float = 0.1
+    id_dim: int = _DEFAULTS.id_dim
+    out_dim: int = _DEFAULTS.out_dim
+    n_query_tokens: int = _DEFAULTS.n_query_tokens
+    init_scale: float = _DEFAULTS.init_scale
+    id_dropout: float = _DEFAULTS.id_dropout
     causal: bool = True  # decoder backbone: enables the LM head
     item_slot_id: int = -1
     query_token_id: int = -1
     lm_token_id: int = -1
     pad_token_id: int = 0
-    max_tokens: int = 256
+    max_tokens: int = _DEFAULTS.max_tokens
     slot_readout: bool = True  # add a pool of the history items' output vectors to each user vector
-    slot_attention: bool = False  # pool the slots by attention from each query token (zero-init: starts as the mean)
+    slot_attention: bool = _DEFAULTS.slot_attention  # pool the slots by attention from each query token (zero-init: starts as the mean)
     id_only: bool = False  # the SASRec-style expert: items are ID vectors alone, prompts are their slots alone
     extra: dict = field(default_factory=dict)
 
     @property
     def hidden_size(self) -> int:
         return int(self.backbone["hidden_size"])
+
+    @classmethod
+    def from_model_config(cls, model: ModelConfig, **shape) -> "URMConfig":
+        """The `model:` section's values for the fields it shares with this class; `shape` gives (or overrides) the rest."""
+        return cls(**{**{name: getattr(model, name) for name in SHARED_WITH_MODEL_CONFIG}, **shape})
 
 
 @dataclass
@@ -97,6 +108,26 @@ class ItemCatalog:
         with open(os.path.join(directory, ITEM_INDEX)) as f:
             item_ids = json.load(f)
         return cls(t["text"], t["image"], t["has_image"].bool(), item_ids)
+
+    @classmethod
+    def from_features(cls, features) -> "ItemCatalog":
+        """The catalogue from an `item_features` pandas frame (dense indices 0..N-1; images may be missing)."""
+        features = features.sort_values("item_index").reset_index(drop=True)
+        n = len(features)
+        if n == 0:
+            raise ValueError("item_features is empty: run the features job first")
+        if not (features["item_index"].to_numpy() == np.arange(n)).all():
+            raise ValueError("item_features indices are not dense 0..N-1")
+        text = torch.tensor(np.stack(features["text_embedding"].map(np.asarray).to_list()), dtype=torch.float32)
+        images = features["image_embedding"].to_list()
+        dim = next((len(v) for v in images if v is not None), 0)
+        image = torch.zeros(n, dim)
+        has_image = torch.zeros(n, dtype=torch.bool)
+        for i, v in enumerate(images):
+            if v is not None and len(v) == dim:
+                image[i] = torch.as_tensor(np.asarray(v, dtype=np.float32))
+                has_image[i] = True
+        return cls(text, image, has_image, features["item_id"].to_list())
 
 
 def mlp(d_in: int, d_out: int) -> nn.Sequential:

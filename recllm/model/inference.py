@@ -15,8 +15,8 @@ from functools import cached_property
 import numpy as np
 import torch
 
-from recllm.batching import Collator
-from recllm.model import URM, ItemCatalog, load_tokenizer
+from recllm.model.batching import Collator
+from recllm.model.urm import URM, ItemCatalog, load_tokenizer
 
 
 @dataclass

@@ -11,7 +11,7 @@ in Spark DataFrame operations only (windows over each user's events; nothing is 
   `history_actions` (event types) align 1:1 with the slots of `prompt_text`. A `search`
   record names the result the user clicked, so the events of that same search (same item
   and query) never see it in their history: it would give their target away.
-* Training examples: one per positive event of each objective (`recllm.objectives`):
+* Training examples: one per positive event of each objective (`recllm.pipeline.objectives`):
   cutoff_ts = the event's ts, target_item_ids = [its item], label null.
 * CTR examples (`prompts.ctr`, objective `ctr`): one per impression, target = the shown
   item; label 1.0 when the same user clicks the same item in the same scenario on the same
@@ -46,9 +46,9 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from recllm.config import ConfigError, PromptsConfig, check_section
-from recllm.lake import Lake, check_ds
-from recllm.objectives import CTR, LONG_TAIL_HEAD_FRACTION, Objective, example_template_version, objectives_from_config
-from recllm.tokens import CONTROL_PATTERN, ITEM_SLOT
+from recllm.lake import Lake
+from recllm.pipeline.objectives import CTR, LONG_TAIL_HEAD_FRACTION, Objective, example_template_version, objectives_from_config
+from recllm.model.tokens import CONTROL_PATTERN, ITEM_SLOT
 from schemas import EVENTS, ITEMS, PROMPTS, USERS
 
 log = logging.getLogger(__name__)
@@ -110,15 +110,9 @@ def parse_template(template: str) -> Template:
     return Template(tuple(pieces))
 
 
-def check_prompts_config(config: PromptsConfig) -> None:
-    """Refuse settings the prompt builder cannot honour, naming the key (the rules of `recllm.config`)."""
-    check_section(config, "prompts")
-
-
 def build_prompts(lake: Lake, ds: str, config: PromptsConfig) -> DataFrame:
     """Every training, evaluation and inference example of run date `ds`, shaped as `prompts`."""
-    check_ds(ds)
-    check_prompts_config(config)
+    check_section(config, "prompts")
     template = parse_template(config.template)
     objectives = objectives_from_config(config)
     events = context_events(lake, ds, config.max_text_chars, any(o.kind == CTR for o in objectives),
@@ -342,6 +336,51 @@ def profiles(lake: Lake, max_chars: int) -> DataFrame:
             about,
         ).alias("profile"),
     )
+
+
+# -- rendering outside the prompt job (scoring's CTR and new-user prompts) ---------------------
+
+
+def user_context(lake: Lake, ds: str, config: PromptsConfig) -> DataFrame:
+    """Per user with any event up to `ds`: latest scenario, inference history text and item ids.
+
+    Built by the prompt job's own functions, so the history reads
+    exactly as in the user's inference prompts; only each user's last
+    `max_lookback_events` events (the most a history looks at) go through the window.
+    """
+    events = context_events(lake, ds, config.max_text_chars, ctr=False)
+    anchors = inference_anchors(events, ds)
+    latest_first = Window.partitionBy("user_id").orderBy(F.desc("ts"), F.desc("event_id"))
+    recent = (events.withColumn("_n", F.row_number().over(latest_first))
+              .where(F.col("_n") <= config.max_lookback_events).drop("_n"))
+    rows = with_history(recent.unionByName(anchors, allowMissingColumns=True), config)
+    return rows.where(F.col("_sentinel")).select(
+        "user_id",
+        "scenario",
+        F.col("_history_text").alias("history_text"),
+        F.transform("_history", lambda h: h["item_id"]).alias("history_item_ids"),
+    )
+
+
+def render_prompts(rows: DataFrame, lake: Lake, config: PromptsConfig, objective: Objective,
+                   scenario: Column, history_text: Column) -> DataFrame:
+    """`rows` (with user_id) plus `prompt_text`: `objective`'s prompt, rendered as the prompt job does.
+
+    `scenario` is the surface (the objective's own scenario wins); the profile comes from
+    `users`; the query is empty (scoring never renders query-aware objectives).
+    """
+    template = parse_template(config.template)
+    chars = config.max_text_chars
+    surface = F.lit(objective.scenario) if objective.scenario else scenario
+    rows = rows.join(profiles(lake, chars).withColumnRenamed("profile", "_profile"), "user_id", "left")
+    text = template.render({
+        "instruction": F.lit(objective.instruction),
+        "scenario": F.coalesce(neutral(surface, chars), F.lit(UNKNOWN)),
+        "profile": F.coalesce(F.col("_profile"), F.lit(UNKNOWN)),
+        "query": F.lit(""),
+        "history": history_text,
+    })
+    return rows.withColumn("prompt_text", text).drop("_profile")
 
 
 def split_bounds(ds: str, config: PromptsConfig) -> tuple[str, str]:

@@ -15,11 +15,13 @@ import logging
 import numpy as np
 import pandas as pd
 
-from recllm.inference import Scorer
-from recllm.lake import Lake, check_ds
-from recllm.metrics import ndcg_at_k, recall_at_k
-from recllm.objectives import objectives_from_config
-from recllm.tokens import neutralize
+from recllm.model.inference import Scorer
+from recllm.model.urm import ItemCatalog
+from recllm.lake import Lake
+from recllm.evaluation.metrics import ndcg_at_k, recall_at_k
+from recllm.pipeline.objectives import objectives_from_config
+from recllm.model.tokens import neutralize
+from schemas import ITEM_FEATURES, ITEMS, PROMPTS
 
 log = logging.getLogger(__name__)
 
@@ -61,23 +63,20 @@ def prompt_sensitivity(lake: Lake, ds: str, model_dir: str, objective: str, inst
     """One row per instruction variant (the configured one first): metrics, deltas, overlap, category shift."""
     from pyspark.sql import functions as F
 
-    from recllm.training import catalog_from_features
-
-    check_ds(ds)
     known = {o.name: o for o in objectives_from_config(prompts_config)}
     if objective not in known:
         raise ValueError(f"objective {objective!r} is not enabled; enabled: {sorted(known)}")
     if not instructions:
         raise ValueError("give at least one alternative instruction")
     base = known[objective].instruction
-    rows = (lake.read("prompts", ds=ds).where((F.col("objective") == objective) & (F.col("split") == split))
+    rows = (lake.read(PROMPTS.name, ds=ds).where((F.col("objective") == objective) & (F.col("split") == split))
             .orderBy("example_id").limit(max_users).select("prompt_text", "history_item_ids", "target_item_ids")
             .toPandas())
     if rows.empty:
         raise ValueError(f"prompts ds={ds} has no {split!r} rows for objective {objective!r}")
-    features = lake.read("item_features").toPandas()
-    scorer = Scorer.load(model_dir, catalog=catalog_from_features(features))
-    categories = (features.merge(lake.read("items").select("item_id", "category").toPandas(), on="item_id", how="left")
+    features = lake.read(ITEM_FEATURES.name).toPandas()
+    scorer = Scorer.load(model_dir, catalog=ItemCatalog.from_features(features))
+    categories = (features.merge(lake.read(ITEMS.name).select("item_id", "category").toPandas(), on="item_id", how="left")
                   .sort_values("item_index")["category"].to_numpy(dtype=object))
     histories = [list(h) for h in rows["history_item_ids"]]
     targets = rows["target_item_ids"].map(lambda t: scorer.index.get(t[0], -1) if t is not None and len(t) else -1)

@@ -4,7 +4,8 @@
 the ingest job reads: a catalogue with readable text, users with latent category tastes,
 impressions whose clicks follow a known click model, searches, purchases, likes and
 ratings, new items and users on later days, and a small share of injected bad rows whose
-rejection reasons are known in advance. Pure pandas/numpy: tests and the demo use it.
+rejection reasons are known in advance, each day a `LandedDay`. Pure pandas/numpy: tests and
+the demo use it.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
+from recllm.data.frames import LandedDay, object_frame
 from schemas import EVENTS_RAW, ITEMS_RAW, USERS_RAW
 
 CLICK_A = 0.6
@@ -155,17 +157,6 @@ class SyntheticConfig:
     scenarios: tuple[str, ...] = ("home_feed", "search", "detail_page")
 
 
-@dataclass
-class SyntheticDay:
-    """One day's landing: the three raw tables and the bad rows injected into them."""
-
-    ds: str
-    events_raw: pd.DataFrame
-    items_raw: pd.DataFrame
-    users_raw: pd.DataFrame
-    expected_rejects: dict[tuple[str, str], int] = field(default_factory=dict)
-
-
 def click_probabilities(taste: np.ndarray, category: np.ndarray, quality: np.ndarray) -> np.ndarray:
     """The true click model: sigmoid(a * taste[u, cat(i)] * n_categories + quality(i) + b)."""
     n_categories = taste.shape[-1]
@@ -232,7 +223,7 @@ class _World:
         )
 
 
-def generate(config: SyntheticConfig = SyntheticConfig()) -> tuple[list[SyntheticDay], GroundTruth]:
+def generate(config: SyntheticConfig = SyntheticConfig()) -> tuple[list[LandedDay], GroundTruth]:
     """Simulate `config.n_days` days of landings; deterministic for a given config."""
     _validate(config)
     rng = np.random.default_rng(config.seed)
@@ -323,7 +314,7 @@ def _user_rows(
     countries = rng.integers(0, len(COUNTRIES), size=n)
     has_profile = rng.random(n) < 0.5
     top = taste.argmax(axis=1) if n else np.zeros(0, dtype=int)
-    return _frame(
+    return object_frame(
         USERS_RAW.column_names,
         {
             "user_id": ids,
@@ -363,7 +354,7 @@ def _item_rows(
     noise = rng.normal(0.0, 0.3, size=(n, world.config.image_dim))
     images = world.centroids[category] + noise
     no = rng.random(n) < IMAGE_NONE_FRACTION
-    return _frame(
+    return object_frame(
         ITEMS_RAW.column_names,
         {
             "item_id": ids,
@@ -397,11 +388,6 @@ def _query(category: Category, rng: np.random.Generator) -> str:
     return [f"{adjective} {noun}", category.name, f"{noun} for {category.uses[rng.integers(len(category.uses))]}"][
         rng.integers(3)
     ]
-
-
-def _frame(columns: list[str], data: dict[str, list[Any]]) -> pd.DataFrame:
-    """An all-object DataFrame with the given columns in order."""
-    return pd.DataFrame({c: pd.Series(data[c], dtype=object) for c in columns}, columns=columns)
 
 
 def _impression_weights(world: _World, n_available: int, new_items: int) -> np.ndarray:
@@ -506,7 +492,7 @@ def _events_frame(world: _World, ds: str, columns: dict[str, list[Any]]) -> pd.D
     order = np.lexsort((user, second))
     n = len(order)
     pick = lambda values: [values[k] for k in order]  # noqa: E731
-    return _frame(
+    return object_frame(
         EVENTS_RAW.column_names,
         {
             "event_id": [f"e{ds}-{k:06d}" for k in range(n)],
@@ -554,7 +540,7 @@ def _counts(table: str, reasons: list[str]) -> dict[tuple[str, str], int]:
 
 def _with_bad_rows(
     world: _World, ds: str, events: pd.DataFrame, items: pd.DataFrame, users: pd.DataFrame, rng: np.random.Generator
-) -> SyntheticDay:
+) -> LandedDay:
     """Inject each table's bad rows and record how many of each reason went in."""
     fraction = world.config.bad_row_fraction
     plans = {
@@ -568,7 +554,7 @@ def _with_bad_rows(
     expected: dict[tuple[str, str], int] = {}
     for table, reasons in plans.items():
         expected.update(_counts(table, reasons))
-    return SyntheticDay(
+    return LandedDay(
         ds=ds,
         events_raw=_insert(events, bad_events, rng),
         items_raw=_insert(items, bad_items, rng),

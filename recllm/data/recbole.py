@@ -17,10 +17,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from recllm.amazon import _price, _text
-from recllm.movielens import _frame, _iso, _strings, users_without_profiles
-from recllm.synthetic import SyntheticDay
-from schemas import EVENTS_RAW, ITEMS_RAW
+from recllm.data.frames import (
+    LandedDay, clean_text, interaction_events, iso_utc, latest_ds, object_frame, prefixed, price_text,
+    users_without_profiles,
+)
+from schemas import ITEMS_RAW
 
 SCENARIO = "recbole"
 FIELD_TYPES = ("token", "token_seq", "float", "float_seq")
@@ -42,7 +43,7 @@ ITEM_FIELDS = {
 class RecBoleData:
     """A loaded RecBole dataset; `presplit` says it ships its own train/valid/test split."""
 
-    day: SyntheticDay
+    day: LandedDay
     presplit: bool
 
 
@@ -65,13 +66,12 @@ def load_recbole(directory: str | Path, name: str | None = None, ds: str | None 
         raise ValueError(f"{root}: no interactions to load")
     inter["user"] = _translate(inter["user"], user_ids, f"{stem.name}.user2index")
     inter["item"] = _translate(inter["item"], item_ids, f"{stem.name}.item2index")
-    ds = ds or pd.Timestamp(int(inter["seconds"].max()), unit="s", tz="UTC").strftime("%Y-%m-%d")
-    day = SyntheticDay(
+    ds = ds or latest_ds(inter["seconds"])
+    day = LandedDay(
         ds=ds,
-        events_raw=_events(inter, event_type, ds),
+        events_raw=interaction_events(inter, ds, event_type, SCENARIO, f"rb-{event_type[0]}", "i"),
         items_raw=_items(stem, inter, item_ids, ds),
-        users_raw=_users(inter, ds),
-        expected_rejects={},
+        users_raw=users_without_profiles(inter.groupby("user")["seconds"].min(), ds),
     )
     return RecBoleData(day=day, presplit=presplit)
 
@@ -147,7 +147,7 @@ def _plain(path: Path) -> tuple[pd.DataFrame, str]:
     frame, _ = _read_atomic(path)
     _require(frame, path, "user_id", "item_id")
     inter = pd.DataFrame({"user": frame["user_id"], "item": frame["item_id"]})
-    inter["value"] = [_text(v) for v in frame["rating"]] if "rating" in frame else None
+    inter["value"] = [clean_text(v) for v in frame["rating"]] if "rating" in frame else None
     if "timestamp" in frame:
         try:
             stamps = pd.to_numeric(frame["timestamp"], errors="raise")
@@ -195,29 +195,10 @@ def _rebuild(
     return max(candidates, key=len)
 
 
-def _events(inter: pd.DataFrame, event_type: str, ds: str) -> pd.DataFrame:
-    """One event of the given type per interaction, in order."""
-    n = len(inter)
-    return _frame(
-        EVENTS_RAW.column_names,
-        {
-            "event_id": _strings(range(n), f"rb-{event_type[0]}"),
-            "user_id": _strings(inter["user"], "u"),
-            "item_id": _strings(inter["item"], "i"),
-            "event_type": [event_type] * n,
-            "scenario": [SCENARIO] * n,
-            "query": [None] * n,
-            "value": list(inter["value"]),
-            "ts": _iso(inter["seconds"]),
-            "ds": [ds] * n,
-        },
-    )
-
-
 def _category(value: str, kind: str) -> str | None:
     """The last category of a token_seq ("Books, Fiction" or "Animation Comedy"), or a token as is."""
     if kind != "token_seq":
-        return _text(value)
+        return clean_text(value)
     names = value.split(",") if "," in value else value.split()
     return next((n for n in (name.strip().strip("'\"").strip() for name in reversed(names)) if n), None)
 
@@ -234,11 +215,11 @@ def _item_texts(stem: Path, item_ids: dict[str, str]) -> dict[str, dict[str, str
         for row, item in zip(frame.to_dict("records"), ids):
             got = {c: row[f] for c, f in columns.items() if f is not None}
             texts.setdefault(item, {
-                "title": _text(got.get("title")),
+                "title": clean_text(got.get("title")),
                 "category": _category(got["category"], types[columns["category"]]) if "category" in got else None,
-                "brand": _text(got.get("brand")),
-                "price": _price(got.get("price")),
-                "description": _text(got.get("description")),
+                "brand": clean_text(got.get("brand")),
+                "price": price_text(got.get("price")),
+                "description": clean_text(got.get("description")),
             })
     text_path = _file(stem, "text")
     if text_path.exists():
@@ -247,9 +228,9 @@ def _item_texts(stem: Path, item_ids: dict[str, str]) -> dict[str, dict[str, str
         ids = _translate(frame["item_id"], item_ids, f"{stem.name}.item2index")
         for item, text in zip(ids, frame["text"]):
             fields = texts.setdefault(item, dict.fromkeys(ITEM_FIELDS))
-            if _text(text):
-                fields["description"] = _text(text)
-                fields["title"] = fields["title"] or _text(text[:TITLE_CHARS])
+            if clean_text(text):
+                fields["description"] = clean_text(text)
+                fields["title"] = fields["title"] or clean_text(text[:TITLE_CHARS])
     return texts
 
 
@@ -262,22 +243,17 @@ def _items(stem: Path, inter: pd.DataFrame, item_ids: dict[str, str], ds: str) -
     ids = list(texts)
     first = pd.Series(ids).map(inter.groupby("item")["seconds"].min()).fillna(inter["seconds"].min())
     n = len(ids)
-    return _frame(
+    return object_frame(
         ITEMS_RAW.column_names,
         {
-            "item_id": _strings(ids, "i"),
+            "item_id": prefixed(ids, "i"),
             "title": [texts[i]["title"] or i for i in ids],
             "description": [texts[i]["description"] for i in ids],
             "category": [texts[i]["category"] for i in ids],
             "brand": [texts[i]["brand"] for i in ids],
             "price": [texts[i]["price"] for i in ids],
             "image_embedding": [None] * n,
-            "created_ts": _iso(first.astype("int64")),
+            "created_ts": iso_utc(first.astype("int64")),
             "ds": [ds] * n,
         },
     )
-
-
-def _users(inter: pd.DataFrame, ds: str) -> pd.DataFrame:
-    """One users_raw row per user, ordered by id; created_ts is their first event."""
-    return users_without_profiles(inter.groupby("user")["seconds"].min(), ds)

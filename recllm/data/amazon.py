@@ -1,6 +1,6 @@
 """Loader that turns Amazon review dumps (JSON lines, 2014/2018 or 2023 field names) into raw landing frames.
 
-The result has the same shape as one synthetic day: `events_raw` with a `rating` event per
+The result is one `LandedDay`: `events_raw` with a `rating` event per
 review, `items_raw` with one row per product in the metadata (plus products only reviewed)
 and `users_raw` with one row per reviewer, every field a string as upstream would land it.
 Files may be gzip-compressed (a `.gz` suffix); review text is not used.
@@ -11,39 +11,48 @@ from __future__ import annotations
 import ast
 import gzip
 import json
-import math
-import re
-from decimal import Decimal
 from pathlib import Path
 from typing import Any, Iterator
 
 import pandas as pd
 
-from recllm.movielens import _frame, _iso, _strings, users_without_profiles
-from recllm.synthetic import SyntheticDay
-from schemas import EVENTS_RAW, ITEMS_RAW
+from recllm.data.frames import (
+    LandedDay, clean_text, interaction_events, iso_utc, latest_ds, object_frame, prefixed, price_text,
+    users_without_profiles,
+)
+from schemas import ITEMS_RAW
 
 SCENARIO = "amazon"
 DESCRIPTION_CHARS = 1000
-PRICE = re.compile(r"\$?\s*(\d{1,3}(?:,\d{3})+|\d+)(\.\d+)?")
-"""A single price such as "$12.99", "$1,299.00" or "12"; ranges like "$5 - $9" do not match."""
+SUFFIXES = (".json", ".jsonl", ".gz")
+"""File endings `amazon_files` accepts for the reviews and metadata files of a folder."""
 
 
-def load_amazon(reviews_path: str | Path, meta_path: str | Path | None = None, ds: str | None = None) -> SyntheticDay:
+def load_amazon(reviews_path: str | Path, meta_path: str | Path | None = None, ds: str | None = None) -> LandedDay:
     """Load a reviews file and optional metadata file as one landing; ds defaults to the date of the latest review."""
     reviews_path = Path(reviews_path)
     reviews = _reviews(reviews_path)
     if reviews.empty:
         raise ValueError(f"{reviews_path}: no reviews to load")
     metadata = _metadata(Path(meta_path)) if meta_path is not None else []
-    ds = ds or pd.Timestamp(int(reviews["seconds"].max()), unit="s", tz="UTC").strftime("%Y-%m-%d")
-    return SyntheticDay(
+    ds = ds or latest_ds(reviews["seconds"])
+    return LandedDay(
         ds=ds,
-        events_raw=_events(reviews, ds),
+        events_raw=interaction_events(reviews, ds, "rating", SCENARIO, "az-r", "a"),  # one per review
         items_raw=_items(metadata, reviews, ds),
-        users_raw=_users(reviews, ds),
-        expected_rejects={},
+        users_raw=users_without_profiles(reviews.groupby("user")["seconds"].min(), ds),
     )
+
+
+def amazon_files(folder: str | Path) -> tuple[Path, Path | None]:
+    """The reviews file of a folder (the first, by name, of the `SUFFIXES` files without "meta" in
+    their name) and its metadata file (the first with "meta"), None when there is none."""
+    root = Path(folder)
+    reviews = sorted(p for p in root.glob("*") if "meta" not in p.name and p.suffix in SUFFIXES)
+    meta = sorted(p for p in root.glob("*meta*") if p.suffix in SUFFIXES)
+    if not reviews:
+        raise ValueError(f"{folder}: no reviews JSON lines file (*.json, *.jsonl, *.gz without 'meta' in its name)")
+    return reviews[0], meta[0] if meta else None
 
 
 def _json_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -124,24 +133,16 @@ def _metadata(path: Path) -> list[dict[str, Any]]:
     return [{"item": item, **record} for item, record in records.items()]
 
 
-def _text(value: Any) -> str | None:
-    """Stripped text, None when missing or blank."""
-    if value is None:
-        return None
-    text = str(value).strip()
-    return text or None
-
-
 def _leaf(path: Any) -> str | None:
     """Last entry of a category path, ignoring the HTML fragments some 2018 paths end with."""
     if not isinstance(path, list):
-        return _text(path)
+        return clean_text(path)
     names = []
     for name in path:
         if not isinstance(name, str) or "<" in name:
             break
         names.append(name)
-    return next((n for n in map(_text, reversed(names)) if n), None)
+    return next((n for n in map(clean_text, reversed(names)) if n), None)
 
 
 def _category(record: dict[str, Any]) -> str | None:
@@ -152,46 +153,14 @@ def _category(record: dict[str, Any]) -> str | None:
         leaf = _leaf(categories[0] if isinstance(categories[0], list) else categories)
         if leaf:
             return leaf
-    return _text(record.get("main_category")) or _leaf(record.get("category"))
+    return clean_text(record.get("main_category")) or _leaf(record.get("category"))
 
 
 def _description(value: Any) -> str | None:
     """Description text (a string or a list of paragraphs joined by spaces), cut to DESCRIPTION_CHARS."""
     parts = value if isinstance(value, list) else [value]
-    text = " ".join(t for t in map(_text, parts) if t)
+    text = " ".join(t for t in map(clean_text, parts) if t)
     return text[:DESCRIPTION_CHARS] or None
-
-
-def _price(value: Any) -> str | None:
-    """A price as plain decimal text ("$1,299.00" -> "1299.00", 12.5 -> "12.5"); None when unparseable."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, (int, float)):
-        return format(Decimal(repr(value)), "f") if math.isfinite(value) else None
-    if isinstance(value, str):
-        match = PRICE.fullmatch(value.strip())
-        if match:
-            return match.group(1).replace(",", "") + (match.group(2) or "")
-    return None
-
-
-def _events(reviews: pd.DataFrame, ds: str) -> pd.DataFrame:
-    """One rating event per review, in file order."""
-    n = len(reviews)
-    return _frame(
-        EVENTS_RAW.column_names,
-        {
-            "event_id": _strings(range(n), "az-r"),
-            "user_id": _strings(reviews["user"], "u"),
-            "item_id": _strings(reviews["item"], "a"),
-            "event_type": ["rating"] * n,
-            "scenario": [SCENARIO] * n,
-            "query": [None] * n,
-            "value": list(reviews["value"]),
-            "ts": _iso(reviews["seconds"]),
-            "ds": [ds] * n,
-        },
-    )
 
 
 def _items(metadata: list[dict[str, Any]], reviews: pd.DataFrame, ds: str) -> pd.DataFrame:
@@ -203,22 +172,17 @@ def _items(metadata: list[dict[str, Any]], reviews: pd.DataFrame, ds: str) -> pd
     ids = [record["item"] for record in records]
     first = pd.Series(ids).map(reviews.groupby("item")["seconds"].min()).fillna(reviews["seconds"].min())
     n = len(records)
-    return _frame(
+    return object_frame(
         ITEMS_RAW.column_names,
         {
-            "item_id": _strings(ids, "a"),
-            "title": [_text(r.get("title")) or r["item"] for r in records],
+            "item_id": prefixed(ids, "a"),
+            "title": [clean_text(r.get("title")) or r["item"] for r in records],
             "description": [_description(r.get("description")) for r in records],
             "category": [_category(r) for r in records],
-            "brand": [_text(r.get("brand")) or _text(r.get("store")) for r in records],
-            "price": [_price(r.get("price")) for r in records],
+            "brand": [clean_text(r.get("brand")) or clean_text(r.get("store")) for r in records],
+            "price": [price_text(r.get("price")) for r in records],
             "image_embedding": [None] * n,
-            "created_ts": _iso(first.astype("int64")),
+            "created_ts": iso_utc(first.astype("int64")),
             "ds": [ds] * n,
         },
     )
-
-
-def _users(reviews: pd.DataFrame, ds: str) -> pd.DataFrame:
-    """One users_raw row per reviewer, ordered by id; created_ts is their first review."""
-    return users_without_profiles(reviews.groupby("user")["seconds"].min(), ds)

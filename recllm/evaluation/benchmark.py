@@ -6,7 +6,7 @@ reproduces it), trains the URM default and the ID-only expert, and evaluates the
 popularity and ALS on the objective with the most test examples (`like` for rating-only
 data, `click` for clicks). CTR metrics (URM's CTR head against the GBT expert) come from
 impressions, or, for rating-only data, from likes against dislikes (ratings at or above
-`prompts.rating_ctr_threshold`, default 4). Results are rows `{"model", "metric", "k", "value"}`.
+`prompts.rating_ctr_threshold`, default `schemas.LIKED_MIN_RATING`). Results are rows `{"model", "metric", "k", "value"}`.
 """
 
 from __future__ import annotations
@@ -14,53 +14,27 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import pandas as pd
 from pyspark.sql import functions as F
 
-from recllm.evaluation import EXPERT_NAME, evaluate, train_expert
+from recllm.evaluation.evaluate import EXPERT_NAME, evaluate, train_expert
 from recllm.lake import Lake
-from recllm.landing import prepare_history
-from recllm.training import run_training
+from recllm.data.formats import load_dataset
+from recllm.nightly import land_and_prepare
+from recllm.training.driver import run_training
+from schemas import LIKED_MIN_RATING, PROMPTS
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("movielens", "amazon", "recbole")
 URM_NAME = "urm"
-DEFAULT_RATING_THRESHOLD = 4.0
-"""Likes (rating >= this) against dislikes are the CTR labels of rating-only data, unless
-`prompts.rating_ctr_threshold` says otherwise."""
 TABLE_METRICS = (("recall", 10), ("recall", 50), ("ndcg", 10), ("ndcg", 50), ("cold_recall", 10), ("cold_recall", 50),
                  ("auc", 0), ("gauc", 0), ("logloss", 0), ("train_s", 0), ("score_s", 0))
 
 
-def load_dataset(path: str, fmt: str):
-    """The dataset as one landing (`SyntheticDay`) and whether it ships its own split."""
-    if fmt == "movielens":
-        from recllm.movielens import load_movielens
-
-        return load_movielens(path), False
-    if fmt == "amazon":
-        from recllm.amazon import load_amazon
-
-        root = Path(path)
-        reviews = sorted(p for p in root.glob("*") if "meta" not in p.name and p.suffix in (".json", ".jsonl", ".gz"))
-        meta = sorted(p for p in root.glob("*meta*") if p.suffix in (".json", ".jsonl", ".gz"))
-        if not reviews:
-            raise ValueError(f"{path}: no reviews JSON lines file (*.json, *.jsonl, *.gz without 'meta' in its name)")
-        return load_amazon(reviews[0], meta[0] if meta else None), False
-    if fmt == "recbole":
-        from recllm.recbole import load_recbole
-
-        data = load_recbole(path)
-        return data.day, data.presplit
-    raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
-
-
 def primary_objective(lake: Lake, ds: str) -> str:
     """The retrieval objective with the most test examples."""
-    counts = (lake.read("prompts", ds=ds).where("split = 'test' AND label IS NULL").groupBy("objective").count()
+    counts = (lake.read(PROMPTS.name, ds=ds).where("split = 'test' AND label IS NULL").groupBy("objective").count()
               .orderBy(F.desc("count"), "objective").first())
     if counts is None:
         raise ValueError(f"prompts for ds={ds} have no test examples: the dataset is too small to split")
@@ -74,8 +48,8 @@ def run_benchmark(lake: Lake, path: str, fmt: str, config, embed) -> list[dict]:
              len(day.items_raw), len(day.users_raw), "; ships its own split" if presplit else "")
     threshold = config.prompts.rating_ctr_threshold
     config = replace(config, prompts=replace(config.prompts, split="leave_last_out", rating_ctr_threshold=(
-        DEFAULT_RATING_THRESHOLD if threshold is None else threshold)))
-    ds = prepare_history(lake, [day], config, embed)
+        LIKED_MIN_RATING if threshold is None else threshold)))
+    ds = land_and_prepare(lake, [day], config, embed)
     objective = primary_objective(lake, ds)
     config = replace(config, evaluate=replace(config.evaluate, expert_objective=objective))
     log.info("benchmark: primary objective %s", objective)

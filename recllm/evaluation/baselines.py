@@ -1,4 +1,4 @@
-"""Expert baselines trained on the same split as the URM model, for `recllm.evaluation`.
+"""Expert baselines trained on the same split as the URM model, for `recllm.evaluation.evaluate`.
 
 * `popularity_ranking`: each objective's most frequent training targets, for every user.
 * `als_rankings`: Spark MLlib ALS on implicit feedback (every retrieval target before the

@@ -22,7 +22,7 @@ from transformers import (
 )
 
 from recllm.config import ModelConfig
-from recllm.tokens import BOS, CONTROL_TOKENS, EOS, ITEM_SLOT, LM_TOKEN, PAD, QUERY_TOKEN, UNK
+from recllm.model.tokens import BOS, CONTROL_TOKENS, EOS, ITEM_SLOT, LM_TOKEN, PAD, QUERY_TOKEN, UNK
 
 ENCODER_TYPES = {"bert", "roberta", "distilbert", "xlm-roberta", "mpnet", "electra", "deberta", "deberta-v2"}
 
@@ -50,7 +50,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenize
 
 def resolve_backbone_path(name: str) -> str:
     """Local folder of a pretrained backbone: 'minilm' or an existing path whose weights are safetensors."""
-    from recllm.text_encoder import check_safetensors_only, resolve_encoder_path
+    from recllm.model.text_encoder import check_safetensors_only, resolve_encoder_path
 
     if name == "minilm":
         return resolve_encoder_path("minilm")

@@ -1,31 +1,21 @@
-"""The lake: one small interface every job uses to read and write recllm's Delta tables.
-
-    lake = Lake(spark, root="lake")                 # embedded default: delta-rs backend
-    lake.overwrite_partition("candidates", df, ds)  # idempotent daily write
-    lake.read("events", ds="2026-01-02")            # or version=3 for time travel
-
-Two backends, chosen by `backend="auto"`: `native` (Spark's own `format("delta")`, when
-the session has Delta: Databricks, or Delta's jars on the classpath) and `deltars` (the
-Python Data Source in `recllm.delta_source`). Both write real Delta tables. Every write
-is checked against the table's contract in `schemas` first.
-"""
+"""The lake's interface and what both backends share: contracts, checks, naming, `ds` filters."""
 
 from __future__ import annotations
 
 import logging
 import os
 import re
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import ClassVar
 
-import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, DataType, MapType, StructType
 
-from recllm.delta_source import FORMAT_NAME, DeltaRsDataSource, conform_batch
 from schemas import TABLES, TableSchema
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("recllm.lake")  # the lake's one logger, whichever backend writes
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _DS = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -91,26 +81,52 @@ def conform(df: DataFrame, contract: TableSchema) -> DataFrame:
     return df.select(*contract.column_names)
 
 
-@dataclass
-class Lake:
-    """Reads and writes recllm tables by name under a root folder or catalog prefix."""
+_BACKENDS: dict[str, type[Lake]] = {}
+
+
+@dataclass(init=False)
+class Lake(ABC):
+    """Reads and writes recllm tables by name under a root folder or catalog prefix.
+
+    `Lake(spark, root=..., backend=...)` builds the backend class `backend` names; each backend
+    implements the `_`-prefixed storage steps below, the public methods are shared.
+    """
 
     spark: SparkSession
-    root: str = "lake"
-    backend: str = "auto"
-    catalog_prefix: str | None = None
+    root: str
+    catalog_prefix: str | None
+    backend: ClassVar[str]  # "native" or "deltars": set by each backend class
 
-    def __post_init__(self) -> None:
-        if self.backend == "auto":
-            self.backend = "native" if session_has_delta(self.spark) else "deltars"
-        if self.backend not in ("native", "deltars"):
-            raise ValueError(f"lake backend must be auto, native or deltars, got {self.backend!r}")
+    def __init_subclass__(cls, backend: str, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.backend = backend
+        _BACKENDS[backend] = cls
+
+    def __new__(cls, spark: SparkSession, root: str = "lake", backend: str = "auto",
+                catalog_prefix: str | None = None) -> Lake:
+        """`auto` is native when the session has Delta, else deltars."""
+        if cls is Lake:
+            if backend == "auto":
+                backend = "native" if session_has_delta(spark) else "deltars"
+            if backend not in _BACKENDS:
+                raise ValueError(f"lake backend must be auto, native or deltars, got {backend!r}")
+            cls = _BACKENDS[backend]
+        elif backend not in ("auto", cls.backend):
+            raise ValueError(f"{cls.__name__} is the {cls.backend} backend, got backend={backend!r}")
+        return super().__new__(cls)
+
+    def __init__(self, spark: SparkSession, root: str = "lake", backend: str = "auto",
+                 catalog_prefix: str | None = None) -> None:
+        self.spark = spark
+        self.root = root
+        self.catalog_prefix = catalog_prefix
         if self.catalog_prefix:
             for part in self.catalog_prefix.split("."):
                 check_identifier(part, "lake.catalog_prefix part")
-        if self.backend == "deltars":
-            self.root = os.path.abspath(self.root)
-            self.spark.dataSource.register(DeltaRsDataSource)
+        self._open()
+
+    def _open(self) -> None:
+        """Backend set-up once the settings are checked."""
 
     # -- naming -------------------------------------------------------------------------
 
@@ -129,13 +145,11 @@ class Lake:
         return f"{self.catalog_prefix}.{table}" if self.catalog_prefix else None
 
     def exists(self, table: str) -> bool:
-        if self.backend == "native" and self.catalog_prefix:
-            return self.spark.catalog.tableExists(self.qualified_name(table))
         from deltalake import DeltaTable
 
         return DeltaTable.is_deltatable(self.location(table))
 
-    def _require(self, table: str) -> None:
+    def _require_exists(self, table: str) -> None:
         if not self.exists(table):
             raise TableNotFoundError(
                 f"table {table!r} does not exist at {self.qualified_name(table) or self.location(table)}; "
@@ -147,34 +161,11 @@ class Lake:
     def read(self, table: str, version: int | None = None, ds: str | None = None) -> DataFrame:
         """The table as a DataFrame, optionally as of a version and/or one `ds` partition."""
         contract = self.contract(table)
-        self._require(table)
-        if self.backend == "native":
-            reader = self.spark.read.format("delta")
-            if version is not None:
-                reader = reader.option("versionAsOf", version)
-            name = self.qualified_name(table)
-            df = reader.table(name) if name and version is None else reader.load(self.location(table))
-        else:
-            df = self._read_files(contract, version, ds)
+        self._require_exists(table)
+        df = self._scan(contract, version, ds)
         if ds is not None:
             df = df.where(F.col("ds") == check_ds(ds))
         return df
-
-    def _read_files(self, contract: TableSchema, version: int | None, ds: str | None) -> DataFrame:
-        """Spark's own Parquet reader over the file list delta-rs gives for the version (and day)."""
-        from deltalake import DeltaTable
-
-        dt = DeltaTable(self.location(contract.name), version=version)
-        filters = [("ds", "=", check_ds(ds))] if ds is not None and "ds" in contract.partition_by else None
-        files = dt.file_uris(partition_filters=filters)
-        if not files:
-            return self.spark.createDataFrame([], contract.spark)
-        return (
-            self.spark.read.schema(contract.spark)
-            .option("basePath", self.location(contract.name))
-            .parquet(*files)
-            .select(*contract.column_names)
-        )
 
     def read_or_empty(self, table: str) -> DataFrame:
         """The table, or an empty frame with its schema when no job has written it yet."""
@@ -184,37 +175,18 @@ class Lake:
 
     def files(self, table: str, ds: str | None = None) -> list[str]:
         """Absolute paths of the Parquet files of the table's current version (one `ds` if given)."""
-        self._require(table)
-        if self.backend == "native":
-            return sorted(self.read(table, ds=ds).inputFiles())
-        from deltalake import DeltaTable
-
-        dt = DeltaTable(self.location(table))
-        filters = [("ds", "=", check_ds(ds))] if ds is not None else None
-        return sorted(dt.file_uris(partition_filters=filters))
+        self._require_exists(table)
+        return sorted(self._files(table, ds))
 
     def version(self, table: str) -> int:
         """Current version of the table's Delta log."""
-        self._require(table)
-        if self.backend == "native":
-            return int(self.history(table)["version"].max())
-        from deltalake import DeltaTable
-
-        return DeltaTable(self.location(table)).version()
+        self._require_exists(table)
+        return self._version(table)
 
     def history(self, table: str):
         """The table's commits, newest first, as a pandas DataFrame (version, timestamp, operation ...)."""
-        import pandas as pd
-
-        self._require(table)
-        if self.backend == "native":
-            return self.spark.sql(f"DESCRIBE HISTORY {self._sql_ref(table)}").toPandas()
-        from deltalake import DeltaTable
-
-        rows = DeltaTable(self.location(table)).history()
-        hist = pd.DataFrame(rows)
-        hist["timestamp"] = pd.to_datetime(hist["timestamp"], unit="ms", utc=True)
-        return hist.sort_values("version", ascending=False).reset_index(drop=True)
+        self._require_exists(table)
+        return self._history(table)
 
     # -- writes -------------------------------------------------------------------------
 
@@ -243,34 +215,11 @@ class Lake:
     def _write(self, table: str, df: DataFrame, overwrite: bool, replace_ds: str | None) -> int:
         contract = self.contract(table)
         df = conform(df, contract)
-        if self.backend == "native":
-            self._native_write(contract, df, overwrite, replace_ds)
-        else:
-            writer = (
-                df.write.format(FORMAT_NAME)
-                .mode("overwrite" if overwrite else "append")
-                .option("path", self.location(table))
-                .option("table", table)
-            )
-            if replace_ds is not None:
-                writer = writer.option("replace_ds", replace_ds)
-            writer.save()
+        self._save(contract, df, overwrite, replace_ds)
         version = self.version(table)
         log.info("%s: %s -> version %d", table, "overwrite ds=" + replace_ds if replace_ds else
                  ("overwrite" if overwrite else "append"), version)
         return version
-
-    def _native_write(self, contract: TableSchema, df: DataFrame, overwrite: bool, replace_ds: str | None) -> None:
-        writer = df.write.format("delta").mode("overwrite" if overwrite else "append")
-        if contract.partition_by:
-            writer = writer.partitionBy(*contract.partition_by)
-        if replace_ds is not None:
-            writer = writer.option("replaceWhere", f"ds = '{replace_ds}'")
-        name = self.qualified_name(contract.name)
-        if name:
-            writer.saveAsTable(name)
-        else:
-            writer.save(self.location(contract.name))
 
     def merge(self, table: str, df: DataFrame) -> int:
         """Upsert `df` by the table's key: matching rows are updated, new keys inserted."""
@@ -282,41 +231,14 @@ class Lake:
             raise ValueError(f"merge into {table}: source has duplicate keys {[tuple(r)[:-1] for r in dupes]}")
         if not self.exists(table):
             return self.append(table, df)
-        if self.backend == "native":
-            view = f"_recllm_merge_{table}"
-            df.createOrReplaceTempView(view)
-            on = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
-            self.spark.sql(
-                f"MERGE INTO {self._sql_ref(table)} t USING {view} s ON {on} "
-                "WHEN MATCHED THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT *"
-            )
-            return self.version(table)
-        from deltalake import DeltaTable
-
-        source = conform_batch(pa.table(df.toArrow()), contract)
-        on = " AND ".join(f"t.{k} = s.{k}" for k in keys)
-        (
-            DeltaTable(self.location(table))
-            .merge(source, predicate=on, source_alias="s", target_alias="t")
-            .when_matched_update_all()
-            .when_not_matched_insert_all()
-            .execute()
-        )
-        version = self.version(table)
-        log.info("%s: merged %d rows -> version %d", table, source.num_rows, version)
-        return version
+        return self._merge(contract, df)
 
     # -- maintenance --------------------------------------------------------------------
 
     def optimize(self, table: str) -> None:
         """Compact small files (a new version with the same rows)."""
-        self._require(table)
-        if self.backend == "native":
-            self.spark.sql(f"OPTIMIZE {self._sql_ref(table)}")
-        else:
-            from deltalake import DeltaTable
-
-            DeltaTable(self.location(table)).optimize.compact()
+        self._require_exists(table)
+        self._optimize(table)
 
     def vacuum(self, table: str, retention_hours: int = 168) -> list[str]:
         """Delete files no version within `retention_hours` needs; returns what was removed.
@@ -325,15 +247,8 @@ class Lake:
         could commit (a "full" vacuum: delta-rs's default only removes files the log removed).
         A file younger than `retention_hours` is kept, so a write still in flight is safe.
         """
-        self._require(table)
-        if self.backend == "native":
-            self.spark.sql(f"VACUUM {self._sql_ref(table)} RETAIN {int(retention_hours)} HOURS")
-            return []
-        from deltalake import DeltaTable
-
-        return DeltaTable(self.location(table)).vacuum(
-            retention_hours=retention_hours, dry_run=False, enforce_retention_duration=False, full=True
-        )
+        self._require_exists(table)
+        return self._vacuum(table, retention_hours)
 
     def register_views(self) -> list[str]:
         """Expose every existing table as a temp view of the same name, for Spark SQL."""
@@ -342,5 +257,36 @@ class Lake:
             self.read(t).createOrReplaceTempView(t)
         return names
 
-    def _sql_ref(self, table: str) -> str:
-        return self.qualified_name(table) or f"delta.`{self.location(table)}`"
+    # -- what each backend implements (the table is known to exist, except for _save) ----
+
+    @abstractmethod
+    def _scan(self, contract: TableSchema, version: int | None, ds: str | None) -> DataFrame:
+        """The table's rows at `version` (None: current); `ds` may prune, `read` filters it."""
+
+    @abstractmethod
+    def _files(self, table: str, ds: str | None) -> list[str]:
+        """Paths of the current version's Parquet files, of one `ds` if given."""
+
+    @abstractmethod
+    def _version(self, table: str) -> int:
+        """Current version of the Delta log."""
+
+    @abstractmethod
+    def _history(self, table: str):
+        """The commits as a pandas DataFrame, newest first."""
+
+    @abstractmethod
+    def _save(self, contract: TableSchema, df: DataFrame, overwrite: bool, replace_ds: str | None) -> None:
+        """Commit the conformed `df`: append, overwrite all, or overwrite partition `replace_ds`."""
+
+    @abstractmethod
+    def _merge(self, contract: TableSchema, df: DataFrame) -> int:
+        """Upsert the conformed, key-unique `df` into the existing table; returns the new version."""
+
+    @abstractmethod
+    def _optimize(self, table: str) -> None:
+        """Compact small files."""
+
+    @abstractmethod
+    def _vacuum(self, table: str, retention_hours: int) -> list[str]:
+        """Delete unneeded files older than `retention_hours`; returns those it lists as removed."""

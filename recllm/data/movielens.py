@@ -1,6 +1,6 @@
 """Loader that turns a MovieLens CSV directory (ratings, movies, tags) into raw landing frames.
 
-The result has the same shape as one synthetic day: `events_raw` with a `rating` event per
+The result is one `LandedDay`: `events_raw` with a `rating` event per
 rating and a `tag` event per tag application, `items_raw` with one row per movie and
 `users_raw` with one row per user, every field a string as upstream would land it.
 """
@@ -11,15 +11,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from recllm.synthetic import SyntheticDay
-from schemas import EVENTS_RAW, ITEMS_RAW, USERS_RAW
+from recllm.data.frames import LandedDay, iso_utc, latest_ds, object_frame, prefixed, users_without_profiles
+from schemas import EVENTS_RAW, ITEMS_RAW
 
 SCENARIO = "movielens"
 TOP_TAGS = 3
 NO_GENRES = "(no genres listed)"
 
 
-def load_movielens(path: str | Path, ds: str | None = None) -> SyntheticDay:
+def load_movielens(path: str | Path, ds: str | None = None) -> LandedDay:
     """Load a MovieLens directory as one landing; ds defaults to the date of the latest event."""
     root = Path(path)
     ratings = _read(root / "ratings.csv", {"userId": "int64", "movieId": "int64", "rating": str, "timestamp": "int64"})
@@ -28,13 +28,12 @@ def load_movielens(path: str | Path, ds: str | None = None) -> SyntheticDay:
     stamps = pd.concat([ratings["timestamp"], tags["timestamp"]], ignore_index=True)
     if stamps.empty:
         raise ValueError(f"{root}: no ratings or tags to load")
-    ds = ds or pd.Timestamp(int(stamps.max()), unit="s", tz="UTC").strftime("%Y-%m-%d")
-    return SyntheticDay(
+    ds = ds or latest_ds(stamps)
+    return LandedDay(
         ds=ds,
         events_raw=_events(ratings, tags, ds),
         items_raw=_items(movies, ratings, tags, int(stamps.min()), ds),
-        users_raw=_users(ratings, tags, ds),
-        expected_rejects={},
+        users_raw=users_without_profiles(_first_seen(ratings, tags, "userId"), ds),
     )
 
 
@@ -51,35 +50,20 @@ def _read_tags(path: Path) -> pd.DataFrame:
     return _read(path, dtypes)
 
 
-def _iso(unix_seconds: pd.Series) -> list[str]:
-    """ISO 8601 UTC strings for unix timestamps in seconds."""
-    return list(pd.to_datetime(unix_seconds, unit="s", utc=True).dt.strftime("%Y-%m-%dT%H:%M:%SZ"))
-
-
-def _strings(values: pd.Series | list, prefix: str = "") -> list[str]:
-    """Values as prefixed strings, e.g. user 7 -> "u7"."""
-    return [f"{prefix}{v}" for v in values]
-
-
-def _frame(columns: list[str], data: dict[str, list]) -> pd.DataFrame:
-    """An all-object DataFrame with the given columns in order."""
-    return pd.DataFrame({c: pd.Series(data[c], dtype=object) for c in columns}, columns=columns)
-
-
 def _events(ratings: pd.DataFrame, tags: pd.DataFrame, ds: str) -> pd.DataFrame:
     """One rating event per rating row and one tag event per tag row, in file order."""
     n_r, n_t = len(ratings), len(tags)
-    return _frame(
+    return object_frame(
         EVENTS_RAW.column_names,
         {
-            "event_id": _strings(range(n_r), "ml-r") + _strings(range(n_t), "ml-t"),
-            "user_id": _strings(ratings["userId"], "u") + _strings(tags["userId"], "u"),
-            "item_id": _strings(ratings["movieId"], "m") + _strings(tags["movieId"], "m"),
+            "event_id": prefixed(range(n_r), "ml-r") + prefixed(range(n_t), "ml-t"),
+            "user_id": prefixed(ratings["userId"], "u") + prefixed(tags["userId"], "u"),
+            "item_id": prefixed(ratings["movieId"], "m") + prefixed(tags["movieId"], "m"),
             "event_type": ["rating"] * n_r + ["tag"] * n_t,
             "scenario": [SCENARIO] * (n_r + n_t),
             "query": [None] * n_r + list(tags["tag"]),
             "value": list(ratings["rating"]) + [None] * n_t,
-            "ts": _iso(ratings["timestamp"]) + _iso(tags["timestamp"]),
+            "ts": iso_utc(ratings["timestamp"]) + iso_utc(tags["timestamp"]),
             "ds": [ds] * (n_r + n_t),
         },
     )
@@ -120,41 +104,17 @@ def _items(movies: pd.DataFrame, ratings: pd.DataFrame, tags: pd.DataFrame, earl
     top = _top_tags(tags)
     first = movies["movieId"].map(_first_seen(ratings, tags, "movieId")).fillna(earliest).astype("int64")
     n = len(movies)
-    return _frame(
+    return object_frame(
         ITEMS_RAW.column_names,
         {
-            "item_id": _strings(movies["movieId"], "m"),
+            "item_id": prefixed(movies["movieId"], "m"),
             "title": list(movies["title"]),
             "description": [_description(g, top.get(m, [])) for g, m in zip(genres, movies["movieId"])],
             "category": [g[0] if g else None for g in genres],
             "brand": [None] * n,
             "price": [None] * n,
             "image_embedding": [None] * n,
-            "created_ts": _iso(first),
-            "ds": [ds] * n,
-        },
-    )
-
-
-def _users(ratings: pd.DataFrame, tags: pd.DataFrame, ds: str) -> pd.DataFrame:
-    """One users_raw row per user who rated or tagged; created_ts is their first event."""
-    return users_without_profiles(_first_seen(ratings, tags, "userId"), ds)
-
-
-def users_without_profiles(first_seen: pd.Series, ds: str) -> pd.DataFrame:
-    """users_raw rows for datasets that know users only by id: the first-event time (unix
-    seconds) indexed by user id; every profile field empty. Shared by the dataset loaders."""
-    n = len(first_seen)
-    empty = [None] * n
-    return _frame(
-        USERS_RAW.column_names,
-        {
-            "user_id": _strings(first_seen.index, "u"),
-            "age": empty,
-            "gender": empty,
-            "country": empty,
-            "profile_text": empty,
-            "created_ts": _iso(first_seen.reset_index(drop=True)),
+            "created_ts": iso_utc(first),
             "ds": [ds] * n,
         },
     )

@@ -5,7 +5,7 @@ objective with test examples: Recall@K, HR@K, NDCG@K, MRR@K, coverage, novelty (
 self-information of the recommended items, from `item_features.n_positive`) and recall on
 cold items (targets flagged cold in `item_features`). CTR: AUC, per-user GAUC and LogLoss
 on held-out impressions.
-Baselines on the same split (`recllm.baselines`): popularity (each objective's most
+Baselines on the same split (`recllm.evaluation.baselines`): popularity (each objective's most
 frequent training targets), implicit ALS (Spark MLlib, on every retrieval target before
 the test period), the ID-only SASRec-style expert when one was trained (same backbone and
 loop, no text) and, for CTR, a gradient-boosted expert on user/item features.
@@ -15,17 +15,19 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 from pyspark.sql import functions as F
 
-from recllm.baselines import ALS_NAME, CTR_EXPERT_NAME, als_rankings, ctr_expert, popularity_ranking
-from recllm.inference import Scorer
-from recllm.lake import Lake, check_ds
-from recllm.metrics import auc, coverage, gauc, hit_rate_at_k, log_loss, mrr_at_k, ndcg_at_k, novelty, recall_at_k
-from recllm.training import catalog_from_features
-from schemas import METRICS
+from recllm.evaluation.baselines import ALS_NAME, CTR_EXPERT_NAME, als_rankings, ctr_expert, popularity_ranking
+from recllm.model.inference import Scorer
+from recllm.lake import Lake
+from recllm.evaluation.metrics import auc, coverage, gauc, hit_rate_at_k, log_loss, mrr_at_k, ndcg_at_k, novelty, recall_at_k
+from recllm.model.urm import ItemCatalog
+from recllm.registry import ModelRef
+from schemas import ITEM_FEATURES, ITEMS, METRICS, PROMPTS
 
 log = logging.getLogger(__name__)
 
@@ -69,14 +71,13 @@ def evaluate(lake: Lake, ds: str, model_dir: str, model_version: str, batch_size
         seconds[model] = seconds.get(model, 0.0) + time.perf_counter() - start
         return result
 
-    check_ds(ds)
-    features = lake.read("item_features").toPandas()
-    scorer = Scorer.load(model_dir, catalog=catalog_from_features(features))
+    features = lake.read(ITEM_FEATURES.name).toPandas()
+    scorer = Scorer.load(model_dir, catalog=ItemCatalog.from_features(features))
     expert = Scorer.load(expert_dir, catalog=scorer.catalog) if expert_dir else None
     by_index = features.sort_values("item_index")
     is_cold = by_index["is_cold"].to_numpy()
     item_counts = by_index["n_positive"].to_numpy()
-    prompts = (lake.read("prompts", ds=ds).where(F.col("split").isin("train", "valid", "test"))
+    prompts = (lake.read(PROMPTS.name, ds=ds).where(F.col("split").isin("train", "valid", "test"))
                .select("user_id", "objective", "split", "prompt_text", "history_item_ids", "target_item_ids", "label")
                .toPandas())
     known = prompts["history_item_ids"].map(lambda h: all(i in scorer.index for i in h)) & prompts["target_item_ids"].map(
@@ -94,7 +95,7 @@ def evaluate(lake: Lake, ds: str, model_dir: str, model_version: str, batch_size
             p = timed(model_version, scorer.click_probability, users, items.tolist())
             rows += _rows(ds, model_version, objective, ctr_metrics(group, p), len(group))
             if train["label"].nunique() == 2:
-                categories = dict(lake.read("items").select("item_id", "category").toPandas().itertuples(index=False))
+                categories = dict(lake.read(ITEMS.name).select("item_id", "category").toPandas().itertuples(index=False))
                 positives = dict(zip(features["item_id"], features["n_positive"]))
                 p = timed(CTR_EXPERT_NAME, ctr_expert, lake.spark, train, group, categories, positives)
                 rows += _rows(ds, CTR_EXPERT_NAME, objective, ctr_metrics(group, p), len(group))
@@ -142,18 +143,19 @@ def _als(lake: Lake, prompts: pd.DataFrame, users: list[str], index: dict[str, i
 
 def train_expert(lake: Lake, ds: str, config) -> dict:
     """Train the ID-only expert on the same split, with its own epoch budget; `run_training`'s result."""
-    from dataclasses import replace
-
-    from recllm.training import run_training
+    from recllm.training.driver import run_training
 
     expert_config = replace(config, train=replace(config.train, epochs=config.evaluate.expert_epochs))
     return run_training(lake, ds, expert_config, id_only=True)
 
 
-def evaluate_day(lake: Lake, ds: str, config, model_dir: str, model_version: str) -> pd.DataFrame:
-    """`evaluate`, first training the ID-only expert on the same split when config asks for it."""
+def run_evaluation(lake: Lake, ds: str, config, model: ModelRef) -> pd.DataFrame:
+    """The evaluate stage: train the ID-only expert on the same split (when `evaluate.id_only_expert`),
+    evaluate `model` and every baseline, and replace partition `ds` of `metrics`; returns its rows."""
     expert_dir = train_expert(lake, ds, config)["path"] if config.evaluate.id_only_expert else None
-    return evaluate(lake, ds, model_dir, model_version, config.score.batch_size, expert_dir)
+    frame = evaluate(lake, ds, model.path, model.version, config.score.batch_size, expert_dir)
+    write_metrics(lake, frame, ds)
+    return frame
 
 
 def write_metrics(lake: Lake, frame: pd.DataFrame, ds: str) -> int:

@@ -25,7 +25,8 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from recllm.config import ConfigError, PromptsConfig
-from recllm.tokens import CONTROL_PATTERN
+from recllm.model.tokens import CONTROL_PATTERN
+from schemas import LIKED_MIN_RATING
 
 PositiveRule = Callable[[DataFrame], Column]
 
@@ -74,8 +75,8 @@ def _click(df: DataFrame) -> Column:
 
 
 def _like(df: DataFrame) -> Column:
-    """A like, or a rating of at least 4 stars."""
-    return (df["event_type"] == "like") | ((df["event_type"] == "rating") & (df["value"] >= 4))
+    """A like, or a rating of at least `LIKED_MIN_RATING`."""
+    return (df["event_type"] == "like") | ((df["event_type"] == "rating") & (df["value"] >= LIKED_MIN_RATING))
 
 
 def _long_tail(df: DataFrame) -> Column:

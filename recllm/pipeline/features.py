@@ -28,16 +28,14 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from recllm.config import FeaturesConfig
-from recllm.lake import Lake, check_ds
-from recllm.text_encoder import TEXT_SEPARATOR
-from schemas import EVENTS, ITEM_FEATURES, ITEMS
+from recllm.lake import Lake
+from recllm.model.text_encoder import TEXT_SEPARATOR
+from schemas import EVENTS, ITEM_FEATURES, ITEMS, LIKED_MIN_RATING
 
 log = logging.getLogger(__name__)
 
 POSITIVE_EVENT_TYPES = ("click", "purchase", "like")
 """Event types that count as positive feedback."""
-POSITIVE_MIN_RATING = 4.0
-"""A rating event counts as positive at or above this value."""
 
 Embed = Callable[[Column], Column]
 """Maps a text column to its embedding column (the job passes `udfs.text.text_embedding_udf(...)`)."""
@@ -60,9 +58,9 @@ def item_text_column(config: FeaturesConfig) -> Column:
 
 
 def event_counts(lake: Lake, ds: str) -> DataFrame:
-    """Per item: accepted events and positive events (clicks, purchases, likes, ratings >= 4) up to `ds`."""
+    """Per item: accepted events and positive events (clicks, purchases, likes, ratings >= LIKED_MIN_RATING) up to `ds`."""
     events = lake.read_or_empty(EVENTS.name).where(F.col("ds") <= ds)
-    rating_positive = (F.col("event_type") == "rating") & (F.col("value") >= POSITIVE_MIN_RATING)
+    rating_positive = (F.col("event_type") == "rating") & (F.col("value") >= LIKED_MIN_RATING)
     positive = F.col("event_type").isin(*POSITIVE_EVENT_TYPES) | F.coalesce(rating_positive, F.lit(False))
     return events.groupBy("item_id").agg(
         F.count(F.lit(1)).cast("long").alias("n_events"),
@@ -138,7 +136,6 @@ def build_item_features(
     lake: Lake, ds: str, config: FeaturesConfig, embed: Embed, reembed_all: bool = False
 ) -> DataFrame:
     """The full `item_features` table for run date `ds`; only new or changed items go through `embed`."""
-    check_ds(ds)
     rows, to_embed = _plan(lake, config, reembed_all)
     log.info("features ds=%s: %d item(s) to embed%s", ds, to_embed, " (re-embedding all)" if reembed_all else "")
     features = rows.where(~F.col("_embed")).withColumn("text_embedding", F.col("old_text_embedding"))

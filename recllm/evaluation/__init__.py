@@ -1,0 +1,1 @@
+"""Offline evaluation: metrics, baselines, the evaluation stage, the benchmark and prompt sensitivity."""

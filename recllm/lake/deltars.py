@@ -1,0 +1,87 @@
+"""The embedded default backend: Delta tables through delta-rs, no Delta jars needed."""
+
+from __future__ import annotations
+
+import os
+
+import pyarrow as pa
+from pyspark.sql import DataFrame
+
+from recllm.lake.base import Lake, check_ds, log
+from recllm.lake.delta_source import FORMAT_NAME, DeltaRsDataSource, conform_batch
+from schemas import TableSchema
+
+
+class DeltaRsLake(Lake, backend="deltars"):
+    """Writes through the `recllm_delta` Python Data Source; reads, merges and maintains with delta-rs."""
+
+    def _open(self) -> None:
+        self.root = os.path.abspath(self.root)
+        self.spark.dataSource.register(DeltaRsDataSource)
+
+    def _table(self, table: str, version: int | None = None):
+        """The table's delta-rs handle (imported here, as everywhere in the lake, only when used)."""
+        from deltalake import DeltaTable
+
+        return DeltaTable(self.location(table), version=version)
+
+    def _scan(self, contract: TableSchema, version: int | None, ds: str | None) -> DataFrame:
+        """Spark's own Parquet reader over the file list delta-rs gives for the version (and day)."""
+        dt = self._table(contract.name, version)
+        filters = [("ds", "=", check_ds(ds))] if ds is not None and "ds" in contract.partition_by else None
+        files = dt.file_uris(partition_filters=filters)
+        if not files:
+            return self.spark.createDataFrame([], contract.spark)
+        return (
+            self.spark.read.schema(contract.spark)
+            .option("basePath", self.location(contract.name))
+            .parquet(*files)
+            .select(*contract.column_names)
+        )
+
+    def _files(self, table: str, ds: str | None) -> list[str]:
+        filters = [("ds", "=", check_ds(ds))] if ds is not None else None
+        return self._table(table).file_uris(partition_filters=filters)
+
+    def _version(self, table: str) -> int:
+        return self._table(table).version()
+
+    def _history(self, table: str):
+        import pandas as pd
+
+        hist = pd.DataFrame(self._table(table).history())
+        hist["timestamp"] = pd.to_datetime(hist["timestamp"], unit="ms", utc=True)
+        return hist.sort_values("version", ascending=False).reset_index(drop=True)
+
+    def _save(self, contract: TableSchema, df: DataFrame, overwrite: bool, replace_ds: str | None) -> None:
+        writer = (
+            df.write.format(FORMAT_NAME)
+            .mode("overwrite" if overwrite else "append")
+            .option("path", self.location(contract.name))
+            .option("table", contract.name)
+        )
+        if replace_ds is not None:
+            writer = writer.option("replace_ds", replace_ds)
+        writer.save()
+
+    def _merge(self, contract: TableSchema, df: DataFrame) -> int:
+        source = conform_batch(pa.table(df.toArrow()), contract)
+        on = " AND ".join(f"t.{k} = s.{k}" for k in contract.keys)
+        (
+            self._table(contract.name)
+            .merge(source, predicate=on, source_alias="s", target_alias="t")
+            .when_matched_update_all()
+            .when_not_matched_insert_all()
+            .execute()
+        )
+        version = self.version(contract.name)
+        log.info("%s: merged %d rows -> version %d", contract.name, source.num_rows, version)
+        return version
+
+    def _optimize(self, table: str) -> None:
+        self._table(table).optimize.compact()
+
+    def _vacuum(self, table: str, retention_hours: int) -> list[str]:
+        return self._table(table).vacuum(
+            retention_hours=retention_hours, dry_run=False, enforce_retention_duration=False, full=True
+        )

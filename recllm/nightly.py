@@ -1,0 +1,106 @@
+"""The nightly run: every stage for one date, in order, and the policy of when to train.
+
+    steps = run_nightly(lake, "2026-01-04", config, functions)
+
+ingest, features, prompts, train (when `training_decision` says so, else the latest model
+is reused), score and evaluate, each the same library call its own job makes, so rerunning
+a date replaces that date's outputs. `functions` carries the executor code the stages run
+(the jobs build it from `udfs`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pyspark.sql import functions as F
+
+from recllm.config import RecllmConfig
+from recllm.data.frames import LandedDay
+from recllm.data.landing import land_day
+from recllm.evaluation.evaluate import run_evaluation
+from recllm.lake import Lake
+from recllm.pipeline.features import run_features
+from recllm.pipeline.ingest import run_ingest
+from recllm.pipeline.prompts import TRAIN, VALID, run_prompts
+from recllm.registry import ModelNotFoundError, latest_model_row, resolve_model
+from recllm.scoring.stage import ScoringFunctions, run_scoring
+from recllm.training.driver import run_training
+from schemas import PROMPTS
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StageFunctions:
+    """The executor functions the stages take: the features' text embedding UDF and scoring's."""
+
+    embed: Callable  # Column of item text -> Column of float arrays (a predict_batch_udf)
+    scoring: ScoringFunctions
+
+
+def training_decision(lake: Lake, ds: str, config: RecllmConfig) -> tuple[bool, str]:
+    """Whether the nightly run should train for `ds`, and why (or why not)."""
+    counts = {r["split"]: r["n"] for r in lake.read(PROMPTS.name, ds=ds).where(F.col("objective") != "ctr")
+              .groupBy("split").agg(F.count("*").alias("n")).collect()}
+    if not counts.get(TRAIN) or not counts.get(VALID):
+        return False, f"not enough history yet (train={counts.get(TRAIN, 0)}, valid={counts.get(VALID, 0)} examples)"
+    latest = latest_model_row(lake)
+    if latest is None:
+        return True, "no model yet"
+    age = (dt.date.fromisoformat(ds) - dt.date.fromisoformat(latest.ds)).days
+    every = config.nightly.retrain_every_days
+    if age >= every or age < 0:
+        return True, f"latest model {latest.model_version} is {age} day(s) old (retrain every {every})"
+    return False, f"reusing {latest.model_version} ({age} day(s) old, retrain every {every})"
+
+
+def run_nightly(lake: Lake, ds: str, config: RecllmConfig, functions: StageFunctions) -> list[tuple[str, float, str]]:
+    """Run every stage for `ds`; returns (stage, seconds, summary) per stage."""
+    steps: list[tuple[str, float, str]] = []
+
+    def step(name: str, fn: Callable[[], str]) -> None:
+        start = time.time()
+        summary = fn()
+        steps.append((name, time.time() - start, summary))
+        log.info("nightly ds=%s %s: %s (%.1fs)", ds, name, summary, time.time() - start)
+
+    def skip(name: str, why: str) -> None:
+        steps.append((name, 0.0, f"skipped: {why}"))
+        log.info("nightly ds=%s %s: skipped: %s", ds, name, why)
+
+    step("ingest", lambda: "; ".join(run_ingest(lake, ds, config.ingest).lines()))
+    step("features", lambda: str(run_features(lake, ds, config.features, functions.embed)))
+    step("prompts", lambda: f"{sum(run_prompts(lake, ds, config.prompts).values())} rows")
+    train, why = training_decision(lake, ds, config)
+    if train:
+        step("train", lambda: "model {model_version}: best valid recall@10 {best_valid_recall:.4f}, {epochs_run} epochs"
+             .format(**run_training(lake, ds, config)))
+    else:
+        skip("train", why)
+    try:
+        model = resolve_model(lake, config.score.model_version)
+    except ModelNotFoundError as e:
+        skip("score", str(e))
+        return steps
+    step("score", lambda: "candidates={0.candidates} ctr_scores={0.ctr_scores} cold_start_fills={0.cold_start_fills}"
+         .format(run_scoring(lake, ds, config, functions.scoring, model_version=model.version)))
+    step("evaluate", lambda: f"{len(run_evaluation(lake, ds, config, model))} metric rows")
+    return steps
+
+
+def land_and_prepare(lake: Lake, days: list[LandedDay], config: RecllmConfig, embed: Callable) -> str:
+    """Land and ingest every day, then build features and prompts as of the last; returns its ds.
+
+    The set-up of the benchmark and of model tests: a lake ready for training on `days`.
+    """
+    for day in days:
+        land_day(lake, day)
+        run_ingest(lake, day.ds, config.ingest)
+    ds = days[-1].ds
+    run_features(lake, ds, config.features, embed)
+    run_prompts(lake, ds, config.prompts)
+    return ds

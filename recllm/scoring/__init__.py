@@ -1,0 +1,1 @@
+"""Nightly scoring: the stage's DataFrame plans (driver) and batch scoring (executors)."""
