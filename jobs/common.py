@@ -9,6 +9,7 @@ import time
 from typing import Callable
 
 from recllm.config import ConfigError, RecllmConfig, load_config
+from recllm.data.synthetic import SyntheticConfig
 from recllm.lake import Lake, check_ds
 from recllm.nightly import StageFunctions
 from recllm.scoring.stage import ScoringFunctions
@@ -23,6 +24,21 @@ def parser(description: str, needs_ds: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--config", default=None, help="YAML config (default: the embedded default)")
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING ...")
     return p
+
+
+def add_synthetic_args(p: argparse.ArgumentParser, days: int) -> None:
+    """The synthetic shop's options (`jobs.land --source synthetic`, `jobs.demo`)."""
+    p.add_argument("--days", type=int, default=days, help="synthetic: consecutive days from --ds")
+    p.add_argument("--seed", type=int, default=SyntheticConfig.seed)
+    p.add_argument("--users", type=int, default=SyntheticConfig.n_users)
+    p.add_argument("--items", type=int, default=SyntheticConfig.n_items)
+    p.add_argument("--bad-row-fraction", type=float, default=SyntheticConfig.bad_row_fraction)
+
+
+def synthetic_config(args: argparse.Namespace) -> SyntheticConfig:
+    """The generator's settings from `add_synthetic_args`' options, starting at --ds when given."""
+    return SyntheticConfig(seed=args.seed, n_users=args.users, n_items=args.items, n_days=args.days,
+                           start_ds=args.ds or SyntheticConfig.start_ds, bad_row_fraction=args.bad_row_fraction)
 
 
 def _ds(value: str) -> str:

@@ -16,11 +16,11 @@ from dataclasses import replace
 
 from pyspark.sql import functions as F
 
-from jobs.common import open_lake, parser, run, stage_functions
+from jobs.common import add_synthetic_args, open_lake, parser, run, stage_functions, synthetic_config
 from recllm.config import load_config
 from recllm.nightly import run_nightly
 from recllm.data.landing import land_day
-from recllm.data.synthetic import SyntheticConfig, generate
+from recllm.data.synthetic import generate
 from schemas import CANDIDATES, COLD_START_FILLS, CTR_SCORES, EVENTS, ITEMS
 
 log = logging.getLogger("recllm.jobs.demo")
@@ -32,8 +32,7 @@ def main(args: argparse.Namespace) -> None:
     config = replace(config, nightly=replace(config.nightly, retrain_every_days=max(config.nightly.retrain_every_days, args.days)))
     config, lake = open_lake(args, config)
     functions = stage_functions(config)
-    days, _ = generate(SyntheticConfig(seed=args.seed, n_users=args.users, n_items=args.items, n_days=args.days,
-                                       start_ds=args.ds or SyntheticConfig.start_ds))
+    days, _ = generate(synthetic_config(args))
     for day in days:
         land_day(lake, day)
         print(f"\n== nightly ds={day.ds}")
@@ -71,10 +70,7 @@ def show_sample(lake, ds: str) -> None:
 
 def cli(argv: list[str] | None = None) -> None:
     p = parser(__doc__.splitlines()[0], needs_ds=False)
-    p.add_argument("--days", type=int, default=4)
-    p.add_argument("--seed", type=int, default=SyntheticConfig.seed)
-    p.add_argument("--users", type=int, default=SyntheticConfig.n_users)
-    p.add_argument("--items", type=int, default=SyntheticConfig.n_items)
+    add_synthetic_args(p, days=4)
     run("demo", main, p.parse_args(argv))
 
 

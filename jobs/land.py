@@ -13,10 +13,10 @@ from __future__ import annotations
 import argparse
 import logging
 
-from jobs.common import open_lake, parser, run
+from jobs.common import add_synthetic_args, open_lake, parser, run, synthetic_config
 from recllm.data.formats import FORMATS, REGISTRY, load_dataset
 from recllm.data.landing import land_day
-from recllm.data.synthetic import SyntheticConfig, generate
+from recllm.data.synthetic import generate
 
 log = logging.getLogger("recllm.jobs.land")
 
@@ -29,11 +29,7 @@ def main(args: argparse.Namespace) -> None:
         day, _ = load_dataset(args.path, args.source, ds=args.ds)
         days = [day]
     else:
-        synthetic = SyntheticConfig(
-            seed=args.seed, n_users=args.users, n_items=args.items, n_days=args.days,
-            start_ds=args.ds or SyntheticConfig.start_ds, bad_row_fraction=args.bad_row_fraction,
-        )
-        days, _ = generate(synthetic)
+        days, _ = generate(synthetic_config(args))
     for day in days:
         counts = land_day(lake, day)
         log.info("landed ds=%s: %s", day.ds, ", ".join(f"{t}={n}" for t, n in counts.items()))
@@ -43,11 +39,7 @@ def cli(argv: list[str] | None = None) -> None:
     p = parser(__doc__.splitlines()[0], needs_ds=False)
     p.add_argument("--source", choices=["synthetic", *FORMATS], default="synthetic")
     p.add_argument("--path", help="dataset folder, for every source but synthetic")
-    p.add_argument("--days", type=int, default=3, help="synthetic: consecutive days from --ds")
-    p.add_argument("--seed", type=int, default=SyntheticConfig.seed)
-    p.add_argument("--users", type=int, default=SyntheticConfig.n_users)
-    p.add_argument("--items", type=int, default=SyntheticConfig.n_items)
-    p.add_argument("--bad-row-fraction", type=float, default=SyntheticConfig.bad_row_fraction)
+    add_synthetic_args(p, days=3)
     run("land", main, p.parse_args(argv))
 
 

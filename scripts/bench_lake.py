@@ -11,8 +11,8 @@ Everything runs in one local Spark session (local[2]) against a temporary folder
 3. Read: a full scan of each that decodes every column
    (`sum(hash(all columns)), sum(score), count(*)`), collected to the driver.
    Both answers are compared, so a fast-but-wrong reader would show.
-4. Ingest: one synthetic day (recllm.synthetic) is landed into the raw tables, then
-   `recllm.ingest.run_ingest` is timed on it (reruns of a ds are idempotent).
+4. Ingest: one synthetic day (recllm.data.synthetic) is landed into the raw tables, then
+   `recllm.pipeline.ingest.run_ingest` is timed on it (reruns of a ds are idempotent).
 
 Each measure is repeated `--repeats` times, alternating which side goes first, and the
 medians are compared. Progress goes to stderr, the results to stdout.
@@ -29,16 +29,13 @@ import sys
 import tempfile
 import time
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO_ROOT)
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
-from pyspark.sql import DataFrame, SparkSession  # noqa: E402
-from pyspark.sql import functions as F  # noqa: E402
-
-from recllm.config import IngestConfig, load_config  # noqa: E402
-from recllm.lake import Lake  # noqa: E402
-from recllm.session import build_spark  # noqa: E402
-from schemas import CANDIDATES  # noqa: E402
+from recllm.config import IngestConfig, load_config
+from recllm.lake import Lake
+from recllm.session import build_spark
+from schemas import CANDIDATES
 
 _T0 = time.perf_counter()
 
@@ -199,9 +196,9 @@ def bench_lake_vs_parquet(spark: SparkSession, lake: Lake, workdir: str, args) -
 
 
 def bench_ingest(spark: SparkSession, workdir: str, args) -> dict:
-    from recllm.ingest import run_ingest
-    from recllm.landing import land_day
-    from recllm.synthetic import SyntheticConfig, generate
+    from recllm.data.landing import land_day
+    from recllm.data.synthetic import SyntheticConfig, generate
+    from recllm.pipeline.ingest import run_ingest
 
     ds = args.ds
     lake = Lake(spark, root=os.path.join(workdir, "ingest_lake"), backend="deltars")

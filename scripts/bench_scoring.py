@@ -52,11 +52,10 @@ import sys
 import tempfile
 import time
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO_ROOT)
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+from recllm.model.urm import URM
 
 _T0 = time.perf_counter()
 
@@ -117,15 +116,13 @@ class _ScoreHead(torch.nn.Module):
         super().__init__()
         self.log_scale = torch.nn.Parameter(torch.tensor(float(np.log(20.0))))
 
-    from recllm.model import URM as _URM
-
-    similarity = _URM.similarity
-    scores = _URM.scores
+    similarity = URM.similarity
+    scores = URM.scores
 
 
 def topk_worker(n_items: int, chunk: int, repeats: int, n_users: int = 256) -> dict:
-    from recllm.inference import Scorer
-    from recllm.model import ItemCatalog
+    from recllm.model.inference import Scorer
+    from recllm.model.urm import ItemCatalog
 
     torch.set_num_threads(1)
     gen = torch.Generator().manual_seed(0)
@@ -171,13 +168,15 @@ def _mem_available() -> int:
 
 
 def build_world(root: str, users: int, items: int):
+    from jobs.common import embedding_udf
     from recllm.config import load_config
+    from recllm.data.synthetic import SyntheticConfig, generate
     from recllm.lake import Lake
-    from recllm.landing import prepare_history
+    from recllm.nightly import land_and_prepare
+    from recllm.registry import register_model
     from recllm.session import build_spark
-    from recllm.synthetic import SyntheticConfig, generate
-    from recllm.training import prepare_training, register_model
-    from udfs.text import text_embedding_udf
+    from recllm.training.driver import prepare_training
+    from recllm.training.loop import BEST_DIR, INITIAL_DIR
 
     config = load_config(overrides={
         "spark": {"master": "local[2]", "shuffle_partitions": 2, "app_name": "recllm-bench-scoring"},
@@ -187,11 +186,11 @@ def build_world(root: str, users: int, items: int):
     spark = build_spark(config)
     lake = Lake(spark, root=os.path.join(root, "lake"), backend="deltars")
     days, _ = generate(SyntheticConfig(seed=3, n_users=users, n_items=items, n_days=2))
-    ds = prepare_history(lake, days, config, text_embedding_udf(config.features.text_encoder,
-                                                                config.features.batch_size))
+    ds = land_and_prepare(lake, days, config, embedding_udf(config))
     plan = prepare_training(lake, ds, config)
-    shutil.copytree(os.path.join(plan["work_dir"], "initial"), os.path.join(plan["work_dir"], "best"), dirs_exist_ok=True)
-    register_model(lake, ds, config, plan, {"note": "untrained, for benchmarking"})
+    best = os.path.join(plan.work_dir, BEST_DIR)
+    shutil.copytree(os.path.join(plan.work_dir, INITIAL_DIR), best, dirs_exist_ok=True)
+    register_model(lake, ds, config, plan.model_version, best, {"note": "untrained, for benchmarking"})
     return lake, config, ds
 
 
@@ -201,19 +200,22 @@ def build_world(root: str, users: int, items: int):
 def bench_udf(lake, config, ds: str, repeats: int) -> dict:
     from pyspark.sql import functions as F
 
-    from recllm.inference import Scorer
-    from recllm.scoring import (CANDIDATE_SCHEMA, current_features, fit_catalog, infer_prompts, purchases,
-                                resolve_model, write_catalog_snapshot)
-    from recllm.training import catalog_from_features
-    from udfs.scoring import candidates_fn, run_scoring
+    from jobs.common import scoring_functions
+    from recllm.model.inference import Scorer
+    from recllm.model.urm import ItemCatalog
+    from recllm.registry import resolve_model
+    from recllm.scoring.batch import CANDIDATE_SCHEMA, WorkerSpec
+    from recllm.scoring.stage import (current_features, fit_catalog, infer_prompts, purchases, run_scoring,
+                                      write_catalog_snapshot)
+    from udfs.scoring import candidates_fn
 
     sc = config.score
     model = resolve_model(lake)
     features, _ = current_features(lake)
-    catalog = fit_catalog(catalog_from_features(features), model)
+    catalog = fit_catalog(ItemCatalog.from_features(features), model)
     snapshot = write_catalog_snapshot(catalog, os.path.join(sc.work_root, "bench-catalog"))
-    spec = {"model_dir": model.path, "catalog_dir": snapshot, "device": "cpu", "torch_threads": sc.torch_threads,
-            "batch_size": sc.batch_size, "chunk_size": sc.chunk_size}
+    spec = WorkerSpec(model_dir=model.path, catalog_dir=snapshot, device="cpu", torch_threads=sc.torch_threads,
+                      batch_size=sc.batch_size, chunk_size=sc.chunk_size)
     prompts = (infer_prompts(lake, ds).select("objective", "user_id", "prompt_text", "history_item_ids")
                .join(purchases(lake, ds), "user_id", "left")
                .withColumn("exclude_item_ids", F.coalesce("exclude_item_ids", F.array().cast("array<string>"))))
@@ -243,7 +245,8 @@ def bench_udf(lake, config, ds: str, repeats: int) -> dict:
     }, repeats)
     udf_s, plain_s = medians["udf"], medians["plain"]
     log(f"(a) udf {udf_s:.2f}s plain {plain_s:.2f}s; now the whole job")
-    job_s, report = median_time(lambda: run_scoring(lake, ds, config), repeats, warmup=0)
+    functions = scoring_functions()
+    job_s, report = median_time(lambda: run_scoring(lake, ds, config, functions), repeats, warmup=0)
     return {"prompts": n, "tasks": tasks, "udf_s": udf_s, "plain_s": plain_s, "plain_threads": threads,
             "job_s": job_s, "report": report}
 
@@ -287,13 +290,14 @@ def generate_items(model, catalog, item_tokens: torch.Tensor, batch, k: int) -> 
 
 def bench_generation(lake, ds: str, repeats: int, n_prompts: int = 256, big: int = 100000) -> list[dict]:
     """(c) for the real catalogue and for `big` synthetic items (random item tokens and output vectors)."""
-    from recllm.inference import Scorer
-    from recllm.scoring import current_features, fit_catalog, resolve_model
-    from recllm.training import catalog_from_features
+    from recllm.model.inference import Scorer
+    from recllm.model.urm import ItemCatalog
+    from recllm.registry import resolve_model
+    from recllm.scoring.stage import current_features, fit_catalog
 
     model_ref = resolve_model(lake)
     features, _ = current_features(lake)
-    catalog = fit_catalog(catalog_from_features(features), model_ref)
+    catalog = fit_catalog(ItemCatalog.from_features(features), model_ref)
     scorer = Scorer.load(model_ref.path, catalog=catalog, device="cpu")
     rows = (lake.read("prompts", ds=ds).where("split = 'infer' AND objective = 'click'")
             .select("prompt_text", "history_item_ids").limit(n_prompts).toPandas())
@@ -332,7 +336,7 @@ def bench_generation(lake, ds: str, repeats: int, n_prompts: int = 256, big: int
 
 def _sized(catalog, n: int):
     """A catalogue stand-in of n items for top_k's pool (top_k only needs its length)."""
-    from recllm.model import ItemCatalog
+    from recllm.model.urm import ItemCatalog
 
     return ItemCatalog(torch.zeros(1, 1).expand(n, 1), torch.zeros(1, 0).expand(n, 0),
                        torch.zeros(1, dtype=torch.bool).expand(n), [])

@@ -12,6 +12,7 @@ pipeline and a capped training run on ml-latest-small (leave-last-out split).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import shutil
@@ -20,18 +21,18 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from pyspark.ml.torch.distributor import TorchDistributor
 
-from pyspark.ml.torch.distributor import TorchDistributor  # noqa: E402
-
-from recllm.config import load_config  # noqa: E402
-from recllm.lake import Lake  # noqa: E402
-from recllm.landing import prepare_history  # noqa: E402
-from recllm.movielens import load_movielens  # noqa: E402
-from recllm.session import build_spark  # noqa: E402
-from recllm.synthetic import SyntheticConfig, generate  # noqa: E402
-from recllm.training import prepare_training, run_training, train_fn  # noqa: E402
-from udfs.text import text_embedding_udf  # noqa: E402
+from jobs.common import embedding_udf
+from recllm.config import load_config
+from recllm.data.movielens import load_movielens
+from recllm.data.synthetic import SyntheticConfig, generate
+from recllm.lake import Lake
+from recllm.nightly import land_and_prepare
+from recllm.session import build_spark
+from recllm.training.checkpoints import CHECKPOINT_DIR
+from recllm.training.driver import prepare_training, run_training
+from recllm.training.loop import BEST_DIR, TrainingPlan, train_fn
 
 
 def stage(msg: str) -> None:
@@ -39,13 +40,12 @@ def stage(msg: str) -> None:
 
 
 def build(lake: Lake, config, days) -> str:
-    return prepare_history(lake, days, config, text_embedding_udf(config.features.text_encoder,
-                                                                  config.features.batch_size))
+    return land_and_prepare(lake, days, config, embedding_udf(config))
 
 
-def throughput(plan: dict, processes: int) -> dict:
-    shutil.rmtree(os.path.join(plan["work_dir"], "checkpoints"), ignore_errors=True)
-    shutil.rmtree(os.path.join(plan["work_dir"], "best"), ignore_errors=True)
+def throughput(plan: TrainingPlan, processes: int) -> dict:
+    shutil.rmtree(os.path.join(plan.work_dir, CHECKPOINT_DIR), ignore_errors=True)
+    shutil.rmtree(os.path.join(plan.work_dir, BEST_DIR), ignore_errors=True)
     start = time.time()
     result = TorchDistributor(num_processes=processes, local_mode=True, use_gpu=False).run(train_fn, plan)
     result["wall_s"] = time.time() - start
@@ -67,8 +67,7 @@ def main() -> None:
     stage("building the demo lakehouse")
     days, _ = generate(SyntheticConfig())
     ds = build(lake, config, days)
-    plan = prepare_training(lake, ds, config)
-    plan.update(epochs=args.epochs, patience=args.epochs + 1)
+    plan = dataclasses.replace(prepare_training(lake, ds, config), epochs=args.epochs, patience=args.epochs + 1)
 
     runs: dict[int, list[dict]] = {1: [], 2: []}
     for r in range(args.repeats):
