@@ -17,9 +17,9 @@ import shutil
 from dataclasses import replace
 
 from jobs.common import embedding_udf, open_lake, parser, run
+from recllm.config import load_config
 from recllm.data.formats import FORMATS
 from recllm.evaluation.benchmark import results_table, run_benchmark
-from recllm.config import load_config
 
 
 def main(args: argparse.Namespace) -> None:

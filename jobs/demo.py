@@ -18,9 +18,9 @@ from pyspark.sql import functions as F
 
 from jobs.common import add_synthetic_args, open_lake, parser, run, stage_functions, synthetic_config
 from recllm.config import load_config
-from recllm.nightly import run_nightly
 from recllm.data.landing import land_day
 from recllm.data.synthetic import generate
+from recllm.nightly import run_nightly
 from schemas import CANDIDATES, COLD_START_FILLS, CTR_SCORES, EVENTS, ITEMS
 
 log = logging.getLogger("recllm.jobs.demo")

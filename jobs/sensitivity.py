@@ -13,8 +13,8 @@ from __future__ import annotations
 import argparse
 
 from jobs.common import open_lake, parser, run
-from recllm.registry import resolve_model
 from recllm.evaluation.sensitivity import prompt_sensitivity
+from recllm.registry import resolve_model
 
 
 def main(args: argparse.Namespace) -> None:

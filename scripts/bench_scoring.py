@@ -205,8 +205,7 @@ def bench_udf(lake, config, ds: str, repeats: int) -> dict:
     from recllm.model.urm import ItemCatalog
     from recllm.registry import resolve_model
     from recllm.scoring.batch import CANDIDATE_SCHEMA, WorkerSpec
-    from recllm.scoring.stage import (current_features, fit_catalog, infer_prompts, purchases, run_scoring,
-                                      write_catalog_snapshot)
+    from recllm.scoring.stage import current_features, fit_catalog, infer_prompts, purchases, run_scoring, write_catalog_snapshot
     from udfs.scoring import candidates_fn
 
     sc = config.score

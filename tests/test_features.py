@@ -15,12 +15,12 @@ from pyspark.sql import functions as F
 
 from jobs import features as features_job
 from recllm.config import FeaturesConfig, IngestConfig
-from recllm.pipeline.features import build_item_features, item_text_column, run_features
-from recllm.pipeline.ingest import run_ingest
-from recllm.lake import Lake
 from recllm.data.landing import land_day
 from recllm.data.synthetic import SyntheticConfig, generate
+from recllm.lake import Lake
 from recllm.model.text_encoder import item_text
+from recllm.pipeline.features import build_item_features, item_text_column, run_features
+from recllm.pipeline.ingest import run_ingest
 from schemas import ITEMS
 from udfs.text import text_embedding_udf
 

@@ -24,18 +24,18 @@ import torch
 from chispa import assert_df_equality
 from pyspark.sql import functions as F
 
+from recllm.config import FeaturesConfig, IngestConfig, ModelConfig, PromptsConfig, load_config
+from recllm.data.landing import land_frame
+from recllm.lake import Lake
 from recllm.model.backbone import build_backbone
 from recllm.model.batching import Collator
-from recllm.config import FeaturesConfig, IngestConfig, ModelConfig, PromptsConfig, load_config
-from recllm.pipeline.features import run_features
-from recllm.pipeline.ingest import run_ingest
-from recllm.lake import Lake
-from recllm.data.landing import land_frame
-from recllm.model.urm import URM, URMConfig, control_token_ids, load_tokenizer
-from recllm.pipeline.objectives import objectives_from_config
-from recllm.pipeline.prompts import build_prompts, context_events, with_history, write_prompts
 from recllm.model.text_encoder import encode_texts, item_text, load_text_encoder, resolve_encoder_path
 from recllm.model.tokens import CONTROL_PATTERN
+from recllm.model.urm import URM, URMConfig, control_token_ids, load_tokenizer
+from recllm.pipeline.features import run_features
+from recllm.pipeline.ingest import run_ingest
+from recllm.pipeline.objectives import objectives_from_config
+from recllm.pipeline.prompts import build_prompts, context_events, with_history, write_prompts
 from recllm.training.driver import prepare_training
 from recllm.training.loop import INITIAL_DIR, to_examples
 from schemas import EVENTS_RAW, ITEMS, ITEMS_RAW, PROMPTS, USERS_RAW

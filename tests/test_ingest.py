@@ -10,8 +10,8 @@ from chispa import assert_df_equality
 from pyspark.sql import functions as F
 
 from recllm.config import IngestConfig
-from recllm.pipeline.ingest import REASONS, run_ingest
 from recllm.data.landing import land_frame
+from recllm.pipeline.ingest import REASONS, run_ingest
 from schemas import EVENTS_RAW, ITEMS_RAW, USERS_RAW
 
 DS = "2026-01-02"

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from recllm.model.batching import Collator
 from recllm.config import ModelConfig
-from recllm.model.urm import URM, ItemCatalog, LossTargets
+from recllm.model.batching import Collator
 from recllm.model.tokens import ITEM_SLOT, LM_TOKEN, QUERY_TOKEN, neutralize
+from recllm.model.urm import URM, ItemCatalog, LossTargets
 from tests.helpers import N_ITEMS, tiny_catalog, tiny_model
 
 PROMPTS = [

@@ -7,12 +7,7 @@ from chispa import assert_df_equality
 from pyspark.sql import functions as F
 
 from recllm.config import ConfigError, PromptsConfig
-from recllm.pipeline.objectives import (
-    DEFAULT_OBJECTIVES,
-    example_template_version,
-    objectives_from_config,
-    scenario_objective,
-)
+from recllm.pipeline.objectives import DEFAULT_OBJECTIVES, example_template_version, objectives_from_config, scenario_objective
 
 DEFAULT_NAMES = ["click", "purchase", "like", "long_tail", "serendipity", "search", "scenario:home_feed", "ctr"]
 

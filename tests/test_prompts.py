@@ -14,10 +14,10 @@ from pyspark.sql.types import StructType
 
 from jobs import prompts as prompts_job
 from recllm.config import ConfigError, PromptsConfig
-from recllm.lake import Lake
-from recllm.pipeline.prompts import SPLITS, build_prompts, parse_template, write_prompts
 from recllm.data.synthetic import SyntheticConfig, generate
+from recllm.lake import Lake
 from recllm.model.tokens import CONTROL_PATTERN, ITEM_SLOT
+from recllm.pipeline.prompts import SPLITS, build_prompts, parse_template, write_prompts
 from schemas import EVENTS, EVENTS_RAW, ITEMS, ITEMS_RAW, PROMPTS, USERS, USERS_RAW
 
 DS = "2026-01-03"

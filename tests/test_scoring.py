@@ -17,22 +17,22 @@ from chispa import assert_df_equality
 from pyspark.sql import functions as F
 
 from jobs import score as score_job
-from recllm.model.batching import Collator
+from jobs.common import scoring_functions
 from recllm.config import ConfigError, load_config
+from recllm.data.landing import land_day
+from recllm.data.synthetic import SyntheticConfig, generate
+from recllm.lake import Lake
+from recllm.model.batching import Collator
+from recllm.model.urm import URM, ItemCatalog, load_tokenizer
 from recllm.pipeline.features import run_features
 from recllm.pipeline.ingest import run_ingest
-from recllm.lake import Lake
-from recllm.data.landing import land_day
-from recllm.model.urm import URM, ItemCatalog, load_tokenizer
 from recllm.pipeline.objectives import DEFAULT_OBJECTIVES
 from recllm.pipeline.prompts import run_prompts
 from recllm.registry import ModelNotFoundError, register_model
 from recllm.scoring.batch import LOADS, WorkerSpec, get_scorer
 from recllm.scoring.stage import check_score_config, run_scoring, write_catalog_snapshot
-from recllm.data.synthetic import SyntheticConfig, generate
 from recllm.training.driver import prepare_training
 from recllm.training.loop import train_fn
-from jobs.common import scoring_functions
 from tests.helpers import hashed_text_embedding
 
 DS1, DS2, EMPTY_DS = "2026-01-01", "2026-01-02", "2026-01-03"

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from recllm.config import load_config
+from recllm.data.synthetic import SyntheticConfig, generate
+from recllm.evaluation.sensitivity import category_shift, mean_jaccard, prompt_sensitivity, swap_instruction
 from recllm.lake import Lake
 from recllm.nightly import land_and_prepare
-from recllm.evaluation.sensitivity import category_shift, mean_jaccard, prompt_sensitivity, swap_instruction
-from recllm.data.synthetic import SyntheticConfig, generate
 from recllm.training.driver import prepare_training
 from recllm.training.loop import train_fn
 from tests.helpers import hashed_text_embedding

@@ -14,18 +14,18 @@ import pytest
 from pyspark.sql import functions as F
 
 from recllm.config import load_config
-from recllm.pipeline.features import run_features
-from recllm.model.inference import Scorer
-from recllm.pipeline.ingest import run_ingest
-from recllm.lake import Lake
 from recllm.data.landing import land_day
-from recllm.nightly import land_and_prepare
-from recllm.evaluation.metrics import auc, recall_at_k
-from recllm.model.urm import URM, ItemCatalog
 from recllm.data.synthetic import SyntheticConfig, generate
+from recllm.evaluation.metrics import auc, recall_at_k
+from recllm.lake import Lake
+from recllm.model.inference import Scorer
+from recllm.model.urm import URM, ItemCatalog
+from recllm.nightly import land_and_prepare
+from recllm.pipeline.features import run_features
+from recllm.pipeline.ingest import run_ingest
 from recllm.training.checkpoints import load_checkpoint
 from recllm.training.driver import prepare_training, run_training
-from recllm.training.loop import TrainingPlan, shard_ranges, train_fn
+from recllm.training.loop import shard_ranges, train_fn
 from udfs.text import text_embedding_udf
 
 K = 10

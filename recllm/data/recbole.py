@@ -18,7 +18,14 @@ import numpy as np
 import pandas as pd
 
 from recllm.data.frames import (
-    LandedDay, clean_text, interaction_events, iso_utc, latest_ds, object_frame, prefixed, price_text,
+    LandedDay,
+    clean_text,
+    interaction_events,
+    iso_utc,
+    latest_ds,
+    object_frame,
+    prefixed,
+    price_text,
     users_without_profiles,
 )
 from schemas import ITEMS_RAW

@@ -18,9 +18,9 @@ from dataclasses import replace
 import pandas as pd
 from pyspark.sql import functions as F
 
+from recllm.data.formats import load_dataset
 from recllm.evaluation.evaluate import EXPERT_NAME, evaluate, train_expert
 from recllm.lake import Lake
-from recllm.data.formats import load_dataset
 from recllm.nightly import land_and_prepare
 from recllm.training.driver import run_training
 from schemas import LIKED_MIN_RATING, PROMPTS

@@ -22,9 +22,9 @@ import pandas as pd
 from pyspark.sql import functions as F
 
 from recllm.evaluation.baselines import ALS_NAME, CTR_EXPERT_NAME, als_rankings, ctr_expert, popularity_ranking
-from recllm.model.inference import Scorer
-from recllm.lake import Lake
 from recllm.evaluation.metrics import auc, coverage, gauc, hit_rate_at_k, log_loss, mrr_at_k, ndcg_at_k, novelty, recall_at_k
+from recllm.lake import Lake
+from recllm.model.inference import Scorer
 from recllm.model.urm import ItemCatalog
 from recllm.registry import ModelRef
 from schemas import ITEM_FEATURES, ITEMS, METRICS, PROMPTS

@@ -15,12 +15,12 @@ import logging
 import numpy as np
 import pandas as pd
 
-from recllm.model.inference import Scorer
-from recllm.model.urm import ItemCatalog
-from recllm.lake import Lake
 from recllm.evaluation.metrics import ndcg_at_k, recall_at_k
-from recllm.pipeline.objectives import objectives_from_config
+from recllm.lake import Lake
+from recllm.model.inference import Scorer
 from recllm.model.tokens import neutralize
+from recllm.model.urm import ItemCatalog
+from recllm.pipeline.objectives import objectives_from_config
 from schemas import ITEM_FEATURES, ITEMS, PROMPTS
 
 log = logging.getLogger(__name__)

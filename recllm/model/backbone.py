@@ -18,7 +18,13 @@ from typing import Iterable
 
 from torch import nn
 from transformers import (
-    AddedToken, AutoConfig, AutoModel, AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast, Qwen2Config,
+    AddedToken,
+    AutoConfig,
+    AutoModel,
+    AutoTokenizer,
+    PreTrainedTokenizerBase,
+    PreTrainedTokenizerFast,
+    Qwen2Config,
 )
 
 from recllm.config import ModelConfig

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from recllm.model.urm import Batch, URMConfig
 from recllm.model.tokens import ITEM_SLOT
+from recllm.model.urm import Batch, URMConfig
 
 MAX_LM_TARGET_TOKENS = 16
 

@@ -47,8 +47,8 @@ from pyspark.sql import functions as F
 
 from recllm.config import ConfigError, PromptsConfig, check_section
 from recllm.lake import Lake
-from recllm.pipeline.objectives import CTR, LONG_TAIL_HEAD_FRACTION, Objective, example_template_version, objectives_from_config
 from recllm.model.tokens import CONTROL_PATTERN, ITEM_SLOT
+from recllm.pipeline.objectives import CTR, LONG_TAIL_HEAD_FRACTION, Objective, example_template_version, objectives_from_config
 from schemas import EVENTS, ITEMS, PROMPTS, USERS
 
 log = logging.getLogger(__name__)
