@@ -63,6 +63,7 @@ def test_ranks_share_the_rows_evenly_and_exactly_once_however_uneven_the_files(c
     assert covered == [(p, r) for p, n in enumerate(counts) for r in range(n)]
 
 
+@pytest.mark.slow  # shares the 2-process TorchDistributor run (minutes)
 def test_a_two_process_torchdistributor_run_trains_and_registers_a_model(world, trained):
     assert trained["world_size"] == 2 and trained["device"] == "cpu"
     losses = [h["loss"] for h in trained["history"]]
@@ -91,6 +92,7 @@ def _recalls(lake, ds, scorer, objective) -> tuple[float, float, int]:
     return recall_at_k(ranked, target_idx, K), recall_at_k(popular, target_idx, K), len(targets)
 
 
+@pytest.mark.slow  # shares the 2-process TorchDistributor run (minutes)
 def test_the_trained_model_beats_popularity_by_a_wide_margin(world, trained):
     lake, ds = world["lake"], world["ds"]
     scorer = Scorer.load(trained["path"])
@@ -105,6 +107,7 @@ def test_the_trained_model_beats_popularity_by_a_wide_margin(world, trained):
     assert model_mean > 1.8 * popularity_mean
 
 
+@pytest.mark.slow  # shares the 2-process TorchDistributor run (minutes)
 def test_cold_items_reach_users_whose_tastes_match_their_category(world, trained):
     lake, truth, days, config = world["lake"], world["truth"], world["days"], world["config"]
     land_day(lake, days[6])
