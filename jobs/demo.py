@@ -64,7 +64,7 @@ def show_sample(lake, ds: str) -> None:
      .orderBy("rank").select("rank", "title", "category", F.round("score", 2).alias("score"),
                              F.round("p_click", 3).alias("p_click")).show(10, truncate=40))
     print("A cold-start fill (a new item placed with the users most likely to want it):")
-    (lake.read(COLD_START_FILLS.name, ds=ds).join(titles, "item_id").orderBy("reason", "item_id", "rank")
+    (lake.read(COLD_START_FILLS.name, ds=ds).join(titles, "item_id").orderBy("reason", "item_id", F.desc("score"), "user_id")
      .select("reason", "user_id", "rank", "title", "category", F.round("score", 2).alias("score")).show(5, truncate=40))
 
 
