@@ -1,13 +1,12 @@
-"""The model registry: version names, the `models` table's rows, and resolving a version to its folder.
+"""The model registry: the `models` table's rows, and resolving a version to its folder.
 
-A version is named from its run date and a hash of the settings that shape the model, so
-rerunning a crashed training for the same date trains (and resumes) the same version.
+Training names a version (`recllm.training.driver.model_version_for`) and registers it
+here; scoring, evaluation, the jobs and the notebooks resolve it here.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass
@@ -20,10 +19,6 @@ from schemas import MODELS
 
 LATEST_VERSION = "latest"
 """`score.model_version` / `--model-version` value meaning the newest registered version."""
-
-PLACEMENT_KEYS = ("local_mode", "use_gpu", "torch_threads", "max_attempts", "model_root", "checkpoint_every_steps")
-"""`train:` keys saying where and how ranks run; they do not name a different model."""
-
 
 class ModelNotFoundError(LookupError):
     """The requested model version is not in `models`, or its folder is missing or incomplete."""
@@ -38,17 +33,6 @@ class ModelRef:
     n_items_trained: int
     text_dim: int
     image_dim: int
-
-
-def model_version_for(ds: str, config, id_only: bool = False) -> str:
-    """Deterministic for a run date and the settings that shape the model, so reruns resume.
-
-    Where and how the ranks run (`PLACEMENT_KEYS`) is left out: a cluster run and a local
-    run of the same settings train the same version.
-    """
-    train = {k: v for k, v in asdict(config.train).items() if k not in PLACEMENT_KEYS}
-    shape = json.dumps([asdict(config.model), train, asdict(config.prompts)], sort_keys=True)
-    return f"{'sasrec' if id_only else 'urm'}-{ds}-{hashlib.sha256(shape.encode()).hexdigest()[:8]}"
 
 
 def register_model(lake: Lake, ds: str, config, version: str, path: str, result: dict) -> None:

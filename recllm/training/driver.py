@@ -2,16 +2,20 @@
 
 `prepare_training` snapshots the item catalogue, lists the prompt partition's Parquet files,
 builds the tokenizer and the initial model into the version's work folder, and returns a
-`TrainingPlan`; `run_training` runs `recllm.training.loop.train_fn` on every rank with
+`TrainingPlan`, under a version name that a rerun of the same date and settings finds again
+(so it resumes); `run_training` runs `recllm.training.loop.train_fn` on every rank with
 TorchDistributor (rerunning a failed run from its last checkpoint) and registers the URM
 version in `models`.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import shutil
+from dataclasses import asdict
 
 import pyarrow.parquet as pq
 import torch
@@ -20,11 +24,25 @@ from recllm.lake import Lake
 from recllm.model.backbone import backbone_config_dict, build_backbone, is_causal
 from recllm.model.tokens import neutralize
 from recllm.model.urm import URM, ItemCatalog, URMConfig, control_token_ids
-from recllm.registry import model_version_for, register_model
+from recllm.registry import register_model
 from recllm.training.loop import BEST_DIR, INITIAL_DIR, TrainingPlan, train_fn
 from schemas import ITEM_FEATURES, ITEMS, PROMPTS
 
 log = logging.getLogger(__name__)
+
+PLACEMENT_KEYS = ("local_mode", "use_gpu", "torch_threads", "max_attempts", "model_root", "checkpoint_every_steps")
+"""`train:` keys saying where and how ranks run; they do not name a different model."""
+
+
+def model_version_for(ds: str, config, id_only: bool = False) -> str:
+    """Deterministic for a run date and the settings that shape the model, so reruns resume.
+
+    Where and how the ranks run (`PLACEMENT_KEYS`) is left out: a cluster run and a local
+    run of the same settings train the same version.
+    """
+    train = {k: v for k, v in asdict(config.train).items() if k not in PLACEMENT_KEYS}
+    shape = json.dumps([asdict(config.model), train, asdict(config.prompts)], sort_keys=True)
+    return f"{'sasrec' if id_only else 'urm'}-{ds}-{hashlib.sha256(shape.encode()).hexdigest()[:8]}"
 
 
 def prepare_training(lake: Lake, ds: str, config, id_only: bool = False) -> TrainingPlan:
