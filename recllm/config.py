@@ -119,6 +119,7 @@ class ScoreConfig:
     device: str = "auto"  # auto (cuda when present) | cpu | cuda
     torch_threads: int = 1  # torch CPU threads per Spark task (0: leave torch's default)
     exclude_purchased: bool = True  # drop items the user bought up to ds from candidates and fills
+    exclude_history: bool = False  # also drop the items of each inference prompt's history from its candidates
     ctr_top_n: int = 10  # p_click for each user's top-n candidates of every objective
     cold_item_users: int = 20  # each new item is placed with its top-N users
     new_user_k: int = 20  # fills per new user, from profile and objective text alone
@@ -132,6 +133,7 @@ class EvaluateConfig:
     id_only_expert: bool = True  # also train the ID-only, SASRec-style expert (same loop, no text) and evaluate it
     expert_epochs: int = 10  # its epoch budget (early stopping as in train:)
     expert_objective: str = "click"  # the sequence it learns to continue (like: rated 4+ for rating-only data)
+    mask_history: bool = False  # rank without each test row's history items (RecBole's full-sort protocol)
 
 
 @dataclass

@@ -4,6 +4,8 @@
 * `als_rankings`: Spark MLlib ALS on implicit feedback (every retrieval target before the
   test period, counted per user and item), top-K for the test users; users ALS never saw
   get the popularity ranking.
+* `drop_excluded`: rankings without each row's excluded items (history masking): rank
+  K + the longest exclusion list deep, then cut each row to K.
 * `ctr_expert`: a Spark ML gradient-boosted classifier on hand-made user/item features
   (item popularity, the user's share of history in the item's category, history length,
   whether the user has seen the item before), fitted on training impressions.
@@ -30,6 +32,16 @@ def popularity_ranking(targets: list[str], index: dict[str, int], k: int) -> np.
     ranking = np.full(k, -1, dtype=np.int64)
     ranking[:len(popular)] = popular
     return ranking
+
+
+def drop_excluded(ranked: np.ndarray, exclude: list[list[int]], k: int) -> np.ndarray:
+    """[len(ranked), k]: each row of `ranked` without the items of its `exclude` list, order kept, -1 padded."""
+    out = np.full((len(ranked), k), -1, dtype=np.int64)
+    for row, (items, banned) in enumerate(zip(np.asarray(ranked), exclude)):
+        banned = set(banned)
+        kept = [i for i in items.tolist() if i >= 0 and i not in banned][:k]
+        out[row, :len(kept)] = kept
+    return out
 
 
 def als_rankings(spark: SparkSession, interactions: pd.DataFrame, users: list[str], index: dict[str, int], k: int,

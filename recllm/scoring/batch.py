@@ -133,7 +133,8 @@ def score_candidates(
     """Whole-catalogue top-k per prompt, and each new item's best users among this batch's users.
 
     `pdf` holds objective, user_id, prompt_text, history_item_ids and, optionally,
-    exclude_item_ids (items never to return for that row: the user's purchases). Each prompt
+    exclude_item_ids (items never to return for that row: the user's purchases, and with
+    `score.exclude_history` its history). Each prompt
     is one forward pass; its user vectors score the catalogue in `chunk_size` slices with a
     running best-k, so memory stays bounded for any catalogue size. Rows of
     `placement_objective` also rank the users of the batch for every index in `new_items`,

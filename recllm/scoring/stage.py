@@ -10,7 +10,8 @@ What the job writes for `ds`, each row with its `model_version`:
 
 * `candidates`: the top `score.top_k` items of the WHOLE current catalogue for every
   inference prompt of `ds` (one per user and retrieval objective), items the user bought up
-  to `ds` excluded (`score.exclude_purchased`). Items that arrived after training are in the
+  to `ds` excluded (`score.exclude_purchased`), and with `score.exclude_history` the items
+  of the prompt's history too. Items that arrived after training are in the
   catalogue, scored from text and image.
 * `ctr_scores`: p_click for each user's top `score.ctr_top_n` candidates of every objective
   (deduplicated by user, item, scenario; the scenario is the objective's own or the user's
@@ -290,10 +291,16 @@ def build_scored_tables(lake: Lake, ds: str, config: RecllmConfig, functions: Sc
     tasks = _tasks(infer, n_infer, sc.batch_size)
 
     def excluding(df: DataFrame) -> DataFrame:
+        """`df` with exclude_item_ids: the user's purchases, plus the row's history (`score.exclude_history`)."""
         if bought is None:
-            return df.withColumn("exclude_item_ids", _no_strings())
-        return df.join(bought, "user_id", "left").withColumn(
-            "exclude_item_ids", F.coalesce(F.col("exclude_item_ids"), _no_strings()))
+            df = df.withColumn("exclude_item_ids", _no_strings())
+        else:
+            df = df.join(bought, "user_id", "left").withColumn(
+                "exclude_item_ids", F.coalesce(F.col("exclude_item_ids"), _no_strings()))
+        if sc.exclude_history:
+            df = df.withColumn("exclude_item_ids", F.array_sort(F.array_union(
+                "exclude_item_ids", F.coalesce(F.col("history_item_ids"), _no_strings()))))
+        return df
 
     # 1. candidates (and, from the cold objective's prompts, each new item's best users per task)
     scored = persisted(
