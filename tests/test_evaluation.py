@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from recllm.evaluation.baselines import drop_excluded, popularity_ranking
-from recllm.evaluation.evaluate import _cut, history_exclusions
+from recllm.evaluation.evaluate import history_exclusions, top_k_kept
 from recllm.evaluation.metrics import ndcg_at_k, recall_at_k
 
 INDEX = {f"i{k}": k for k in range(10)}
@@ -26,11 +26,11 @@ def test_masking_lifts_a_target_ranked_behind_history_items():
     ranked = np.array([[3, 1, 7, 2], [4, 6, 0, 9]])
     targets = np.array([7, 6])
     exclude = history_exclusions([["i3", "i1"], ["i4"]], [["i7"], ["i6"]], INDEX)
-    assert recall_at_k(_cut(ranked, None, 1), targets, 1) == 0.0
-    masked = _cut(ranked, exclude, 1)
+    assert recall_at_k(top_k_kept(ranked, None, 1), targets, 1) == 0.0
+    masked = top_k_kept(ranked, exclude, 1)
     assert masked.tolist() == [[7], [6]]
     assert recall_at_k(masked, targets, 1) == 1.0
-    assert ndcg_at_k(_cut(ranked, exclude, 2), targets, 2) == pytest.approx(1.0)
+    assert ndcg_at_k(top_k_kept(ranked, exclude, 2), targets, 2) == pytest.approx(1.0)
 
 
 def test_a_baseline_ranked_k_plus_the_longest_history_deep_still_fills_k_after_masking():

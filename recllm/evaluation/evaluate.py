@@ -117,26 +117,26 @@ def evaluate(lake: Lake, ds: str, model_dir: str, model_version: str, batch_size
         ranked, _ = timed(model_version, lambda: scorer.top_k(users, k, exclude=exclude))
         cold = is_cold[items]
         rows += _rows(ds, model_version, objective,
-                      ranking_metrics(_cut(ranked, exclude, k), items, cold, item_counts), len(group))
+                      ranking_metrics(top_k_kept(ranked, exclude, k), items, cold, item_counts), len(group))
         popular = popularity_ranking([t[0] for t in train["target_item_ids"]], scorer.index, depth)
         if (popular >= 0).any():
             rows += _rows(ds, POPULARITY, objective,
-                          ranking_metrics(_cut(np.tile(popular, (len(items), 1)), exclude, k), items, cold,
+                          ranking_metrics(top_k_kept(np.tile(popular, (len(items), 1)), exclude, k), items, cold,
                                           item_counts), len(group))
-        ranked_als = _cut(np.stack([als[u] for u in group["user_id"]]), exclude, k)
+        ranked_als = top_k_kept(np.stack([als[u] for u in group["user_id"]]), exclude, k)
         rows += _rows(ds, ALS_NAME, objective, ranking_metrics(ranked_als, items, cold, item_counts), len(group))
         if expert is not None:
             ranked_expert, _ = timed(EXPERT_NAME, lambda: expert.top_k(_user_vectors(expert, group, batch_size), k,
                                                                        exclude=exclude))
             rows += _rows(ds, EXPERT_NAME, objective,
-                          ranking_metrics(_cut(ranked_expert, exclude, k), items, cold, item_counts), len(group))
+                          ranking_metrics(top_k_kept(ranked_expert, exclude, k), items, cold, item_counts), len(group))
     frame = pd.DataFrame(rows, columns=METRICS.column_names)
     log.info("evaluate ds=%s model=%s: %d metric rows over %d objectives", ds, model_version, len(frame),
              frame["task"].nunique() if len(frame) else 0)
     return frame
 
 
-def _cut(ranked: np.ndarray, exclude: list[list[int]] | None, k: int) -> np.ndarray:
+def top_k_kept(ranked: np.ndarray, exclude: list[list[int]] | None, k: int) -> np.ndarray:
     """The top k of each row, without its excluded items when `exclude` is given."""
     return ranked[:, :k] if exclude is None else drop_excluded(ranked, exclude, k)
 
