@@ -175,6 +175,18 @@ def test_an_explicit_name_picks_the_files(tmp_path):
         assert (frame["ds"] == "2020-02-02").all()
 
 
+def test_a_folder_named_apart_from_its_files_loads_the_one_dataset_it_holds(tmp_path):
+    files = {f"Office.{s}.inter": text for s, text in (("train", TRAIN), ("valid", VALID), ("test", TEST))}
+    data = load_recbole(_directory(tmp_path / "amazon-office-unisrec", files), ds="2020-02-02")
+    assert data.presplit and len(data.day.events_raw) == 8
+
+
+def test_a_folder_holding_several_datasets_asks_for_a_name(tmp_path):
+    root = _directory(tmp_path / "many", {"a.inter": INTER, "b.inter": INTER})
+    with pytest.raises(ValueError, match=r"several RecBole datasets \(a, b\); name one"):
+        load_recbole(root)
+
+
 def test_a_directory_without_interactions_names_the_files_looked_for(tmp_path):
     root = _directory(tmp_path / "Empty", {"Empty.train.inter": TRAIN, "Empty.item": ITEM})
     with pytest.raises(ValueError) as raised:

@@ -11,6 +11,7 @@ with synthetic times one second apart, so a leave-last-out split reproduces the 
 from __future__ import annotations
 
 import csv
+import glob
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,9 +56,13 @@ class RecBoleData:
 
 
 def load_recbole(directory: str | Path, name: str | None = None, ds: str | None = None) -> RecBoleData:
-    """Load dataset NAME (default: the directory's name) as one landing; ds defaults to the latest event's date."""
+    """Load dataset NAME as one landing; ds defaults to the latest event's date.
+
+    NAME defaults to the directory's name, or else to the one NAME whose `NAME.inter` or
+    `NAME.train.inter` the directory holds (UniSRec's folders are named apart from their files).
+    """
     root = Path(directory)
-    stem = root / (name or root.absolute().name)
+    stem = root / (name or _dataset_name(root))
     user_ids = _index_map(_file(stem, "user2index"))
     item_ids = _index_map(_file(stem, "item2index"))
     plain = _file(stem, "inter")
@@ -81,6 +86,17 @@ def load_recbole(directory: str | Path, name: str | None = None, ds: str | None 
         users_raw=users_without_profiles(inter.groupby("user")["seconds"].min(), ds),
     )
     return RecBoleData(day=day, presplit=presplit)
+
+
+def _dataset_name(root: Path) -> str:
+    """The directory's name when its files carry it, else the single dataset name its files share."""
+    own = root.absolute().name
+    if not root.is_dir() or any(root.glob(f"{glob.escape(own)}.*inter")):
+        return own
+    names = sorted({path.name.split(".")[0] for path in root.glob("*.inter")})
+    if len(names) > 1:
+        raise ValueError(f"{root}: holds several RecBole datasets ({', '.join(names)}); name one")
+    return names[0] if names else own
 
 
 def _file(stem: Path, suffix: str) -> Path:
