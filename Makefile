@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test test-fast bench clean-lake
+.PHONY: install demo test test-fast bench bench-train clean-lake
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,7 +28,12 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(PY) scripts/bench_lake.py
 	$(PY) scripts/bench_train.py --movielens ../shared/datasets/ml-latest-small
+	$(PY) scripts/bench_train_loop.py
 	$(PY) scripts/bench_scoring.py
+
+# The training loop's own figures; its last lines: memory 10x/1x, matmul fraction, speedup vs plain loop.
+bench-train: $(STAMP)
+	$(PY) scripts/bench_train_loop.py
 
 clean-lake:
 	rm -rf lake spark-warehouse

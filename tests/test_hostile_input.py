@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 import torch
 from chispa import assert_df_equality
@@ -37,7 +38,8 @@ from recllm.pipeline.ingest import run_ingest
 from recllm.pipeline.objectives import objectives_from_config
 from recllm.pipeline.prompts import build_prompts, context_events, with_history, write_prompts
 from recllm.training.driver import prepare_training
-from recllm.training.loop import INITIAL_DIR, to_examples
+from recllm.training.loop import INITIAL_DIR
+from recllm.training.stream import encode, lm_target_tokens
 from schemas import EVENTS_RAW, ITEMS, ITEMS_RAW, PROMPTS, USERS_RAW
 from udfs.text import text_embedding_udf
 
@@ -195,7 +197,8 @@ def test_crafted_text_puts_no_slot_query_or_control_token_into_what_the_default_
                                        "label"]], preserve_index=False)
     checked = 0
     for split in sorted(set(rows.split)):
-        examples = to_examples(table, split, collator, item_index(hostile_lake), training_plan.lm_texts)
+        examples = encode(table.filter(pc.equal(table["split"], split)), collator, item_index(hostile_lake),
+                          lm_target_tokens(collator, training_plan.lm_texts))
         batch = collator(examples.tokens, examples.history, examples.lm_target)
         for row, (tokens, history, target) in enumerate(zip(examples.tokens, examples.history, examples.lm_target)):
             assert len(tokens) + N_QUERY_TOKENS + 20 < config.max_tokens  # nothing was cut off

@@ -59,6 +59,14 @@ def test_slots_hold_history_items_and_query_tokens_close_each_row(tokenizer):
         assert (batch.input_ids[row, length - 3:length] == model.config.query_token_id).all()
 
 
+def test_the_lone_space_before_a_slot_is_not_a_token_but_every_word_still_is(tokenizer):
+    collator = Collator(tokenizer, tiny_model(tokenizer).config)
+    plain = tokenizer(PROMPTS[0], add_special_tokens=False)["input_ids"]
+    tokens = collator.tokenize([PROMPTS[0]])[0]
+    assert len(tokens) == len(plain) - 2  # one blank token before each of the two slots
+    assert tokenizer.decode(tokens).split() == PROMPTS[0].replace(" <|item|>", "<|item|>").split()
+
+
 def test_a_prompt_over_budget_drops_its_oldest_events_keeping_slots_aligned(tokenizer):
     model = tiny_model(tokenizer)
     model.config.max_tokens = 24

@@ -17,7 +17,7 @@ from recllm.config import ConfigError, PromptsConfig
 from recllm.data.synthetic import SyntheticConfig, generate
 from recllm.lake import Lake
 from recllm.model.tokens import CONTROL_PATTERN, ITEM_SLOT
-from recllm.pipeline.prompts import SPLITS, build_prompts, parse_template, write_prompts
+from recllm.pipeline.prompts import SPLITS, build_prompts, parse_template, profiles, write_prompts
 from schemas import EVENTS, EVENTS_RAW, ITEMS, ITEMS_RAW, PROMPTS, USERS, USERS_RAW
 
 DS = "2026-01-03"
@@ -149,7 +149,7 @@ def test_rendered_prompt_of_a_search_example(rows):
     assert search.prompt_text == (
         "Recommend items this user will click for their search query. Scenario: search. "
         "User: age 30, gender female, country DE, runner <item> and <lm> fan <eos> /x. "
-        "Query: sci-fi <um> novels <eos>. History: clicked <|item|>, bought <|item|>"
+        "Query: sci-fi <um> novels <eos>. History: clicked <|item|> bought <|item|>"
     )
     assert search.template_version == "v1/v1"
 
@@ -157,15 +157,26 @@ def test_rendered_prompt_of_a_search_example(rows):
 def test_history_phrases_and_a_user_without_profile(rows):
     u1 = by_key(rows, "click", "u1", END_OF_DS)
     assert u1.prompt_text.endswith(
-        'History: liked <|item|>, clicked <|item|>, bought <|item|>, '
-        'searched for "sci-fi <um> novels <eos>" and clicked <|item|>, '
-        "clicked <|item|>, rated 4 stars <|item|>, clicked <|item|>, liked <|item|>, clicked <|item|>"
+        'History: liked <|item|> clicked <|item|> bought <|item|> '
+        'searched for "sci-fi <um> novels <eos>" and clicked <|item|> '
+        "clicked <|item|> rated 4 stars <|item|> clicked <|item|> liked <|item|> clicked <|item|>"
     )
     assert "Scenario: home_feed." in u1.prompt_text and "Query:" not in u1.prompt_text
     u2 = by_key(rows, "click", "u2", END_OF_DS)
     assert "Scenario: detail_page. User: unknown. History:" in u2.prompt_text
     first = by_key(rows, "click", "u1", "2026-01-01 10:01:00")
     assert first.prompt_text.endswith("History: none")
+
+
+def test_a_profile_names_only_the_fields_a_user_has(spark, tmp_path):
+    lake = Lake(spark, root=str(tmp_path / "lake"), backend="deltars")
+    created = ts("2025-12-01 00:00:00")
+    users = [("full", 30, "female", "DE", "runner.", created, "2026-01-01"),
+             ("country only", None, " ", "FR", None, created, "2026-01-01"),
+             ("nothing", None, None, None, "  ", created, "2026-01-01")]
+    lake.append(USERS.name, spark.createDataFrame(users, USERS.spark))
+    got = {r.user_id: r.profile for r in profiles(lake, 200).collect()}
+    assert got == {"full": "age 30, gender female, country DE, runner", "country only": "country FR", "nothing": None}
 
 
 def test_inference_search_uses_the_latest_query_and_its_scenario(rows):
@@ -229,7 +240,7 @@ def test_template_and_objective_overrides_change_text_versions_and_the_set(log_l
     click = by_key(rows, "click", "u1", "2026-01-02 09:01:00")
     assert click.template_version == "v2/c3"
     assert click.prompt_text == "[search] What will they open? -- age 30, gender female, country DE, runner -- " \
-                                "clicked <|item|>, bought <|item|>"
+                                "clicked <|item|> bought <|item|>"
     search = by_key(rows, "search", "u1", "2026-01-02 09:01:00")
     assert "Query: sci-fi. --" in search.prompt_text and search.template_version == "v2/v1"
 

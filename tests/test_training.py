@@ -25,7 +25,8 @@ from recllm.pipeline.features import run_features
 from recllm.pipeline.ingest import run_ingest
 from recllm.training.checkpoints import load_checkpoint
 from recllm.training.driver import prepare_training, run_training
-from recllm.training.loop import shard_ranges, train_fn
+from recllm.training.loop import train_fn
+from recllm.training.stream import shard_ranges
 from udfs.text import text_embedding_udf
 
 K = 10

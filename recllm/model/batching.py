@@ -28,15 +28,24 @@ class Collator:
         t = self.tokenizer
         self.bos_id = t.bos_token_id if t.bos_token_id is not None else t.cls_token_id
         self.eos_id = t.eos_token_id if t.eos_token_id is not None else t.sep_token_id
+        probe = t("a " + ITEM_SLOT, add_special_tokens=False)["input_ids"]
+        before = probe[-2] if len(probe) >= 2 else None
+        self.blank_before_slot = before if before is not None and not t.decode([before]).strip() else None
 
     def tokenize(self, texts: list[str]) -> list[list[int]]:
         """Token ids of each prompt, without special tokens (slots are special tokens).
 
         An ID-only model (`URMConfig.id_only`) reads no text: a prompt becomes its item slots.
+        A byte-level tokenizer reads the space before a slot as a token of its own; it carries
+        nothing, so it is dropped (the slot's own embedding replaces its token anyway).
         """
         if self.config.id_only:
             return [[self.config.item_slot_id] * text.count(ITEM_SLOT) for text in texts]
-        return self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+        ids = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+        blank, slot = self.blank_before_slot, self.config.item_slot_id
+        if blank is None:
+            return ids
+        return [[t for t, after in zip(row, row[1:] + [-1]) if t != blank or after != slot] for row in ids]
 
     def __call__(
         self,

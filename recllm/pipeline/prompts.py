@@ -59,7 +59,7 @@ TRAIN, VALID, TEST, INFER = "train", "valid", "test", "infer"
 SPLITS = (TRAIN, VALID, TEST, INFER)
 UNKNOWN = "unknown"
 EMPTY_HISTORY = "none"
-HISTORY_SEPARATOR = ", "
+HISTORY_SEPARATOR = " "  # each phrase starts with its action word: a comma would cost a token per item
 UNSAFE_LITERAL = re.compile(r"<\s*\||\|\s*>|^\s*\||\|\s*$")
 """Template text that could complete a control token with neighbouring text: `<|`, `|>`, or `|` at an edge."""
 
@@ -320,22 +320,24 @@ def objective_table(spark: SparkSession, objectives: list[Objective], template_v
 
 
 def profiles(lake: Lake, max_chars: int) -> DataFrame:
-    """`profile` text per known user: age, gender, country, profile text (no final period); 'unknown' if absent."""
+    """`profile` text per known user: its known fields of age, gender, country and profile text (no final period).
+
+    Fields that are missing are left out rather than spelled "unknown", which would cost the
+    model tokens in every prompt and tell it nothing; a user with no field at all has a null
+    profile, rendered as "unknown" like a user without a row.
+    """
     def field(label: str, value: Column) -> Column:
-        clean = F.nullif(F.trim(neutral(value, max_chars)), F.lit(""))
-        return F.concat(F.lit(label + " "), F.coalesce(clean, F.lit(UNKNOWN)))
+        return F.concat(F.lit(label + " "), F.nullif(F.trim(neutral(value, max_chars)), F.lit("")))
 
     about = F.nullif(F.regexp_replace(F.trim(neutral(F.col("profile_text"), max_chars)), r"[\s.]+$", ""), F.lit(""))
-    return lake.read_or_empty(USERS.name).select(
-        "user_id",
-        F.concat_ws(
-            ", ",
-            field("age", F.col("age").cast("string")),
-            field("gender", F.col("gender")),
-            field("country", F.col("country")),
-            about,
-        ).alias("profile"),
+    known = F.concat_ws(
+        ", ",
+        field("age", F.col("age").cast("string")),
+        field("gender", F.col("gender")),
+        field("country", F.col("country")),
+        about,
     )
+    return lake.read_or_empty(USERS.name).select("user_id", F.nullif(known, F.lit("")).alias("profile"))
 
 
 # -- rendering outside the prompt job (scoring's CTR and new-user prompts) ---------------------

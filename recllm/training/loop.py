@@ -1,15 +1,19 @@
 """The per-rank training loop that TorchDistributor runs: `train_fn(plan)` on every rank.
 
-Each rank reads its own share of the prompt partition's Parquet files, trains with DDP
+Each rank streams its own share of the prompt partition's Parquet files (`recllm.training.stream`:
+a block at a time, length-bucketed batches, the read position in every checkpoint), trains with DDP
 (gloo on CPU, nccl on GPU, bf16 autocast on GPU) on the joint loss of every objective
 (full or sampled softmax with logQ correction for retrieval, BCE for CTR impressions,
 next-token loss after `<|lm|>` for causal backbones), checkpoints to safetensors, resumes
-from the last checkpoint after a crash, and stops early on validation recall. Every rank
-returns the same summary.
+from the last checkpoint after a crash, and stops early on validation recall. Each epoch logs
+examples/s, tokens/s and its FLOP/s (counted by torch's FlopCounterMode on a sample of
+batches) as a fraction of the machine's fp32 matmul rate, measured at the start of the same
+run. Every rank returns the same summary.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -17,14 +21,13 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from recllm.model.batching import Collator
 from recllm.model.urm import URM, ItemCatalog, LossTargets, load_tokenizer
 from recllm.training.checkpoints import load_checkpoint, save_checkpoint
+from recllm.training.stream import ShardStream, lm_target_tokens
 
 log = logging.getLogger(__name__)
 
@@ -58,30 +61,10 @@ class TrainingPlan:
     patience: int
     eval_k: int
     max_train_examples: int
-
-
-@dataclass
-class Examples:
-    """Tokenised examples of one split on one rank (lists aligned by example)."""
-
-    tokens: list[list[int]]
-    history: list[list[int]]
-    item: np.ndarray  # the target item (retrieval) or the impressed item (CTR); -1 where none
-    label: np.ndarray  # CTR label; nan for retrieval examples
-    lm_target: list[list[int] | None]
-
-    @property
-    def retrieval(self) -> np.ndarray:
-        return np.isnan(self.label) & (self.item >= 0)
-
-    def __len__(self) -> int:
-        return len(self.tokens)
-
-    def take(self, idx) -> "Examples":
-        return Examples(
-            [self.tokens[i] for i in idx], [self.history[i] for i in idx], self.item[idx],
-            self.label[idx], [self.lm_target[i] for i in idx],
-        )
+    block_rows: int = 8192  # prompt rows a rank reads, tokenises and shuffles at a time (its memory bound)
+    lm_fraction: float = 1.0  # share of retrieval examples that carry their LM target
+    max_steps: int = 0  # stop after this many optimizer steps (0: no cap; benchmarks)
+    flop_sample_every: int = 20  # count the FLOPs of every n-th batch (the counter slows the batch it counts)
 
 
 # -- distributed helpers ----------------------------------------------------------------
@@ -107,88 +90,48 @@ def _all_reduce(values: list[float], op: str = "sum") -> list[float]:
     return t.cpu().tolist()
 
 
-# -- reading a rank's shard -------------------------------------------------------------
-
-
-def shard_ranges(row_counts: list[int], rank: int, world: int) -> list[tuple[int, int, int]]:
-    """(file position, first row, row count) of this rank's contiguous share of all rows.
-
-    Ranks split the rows, not the files: files differ in size, and DDP steps every rank
-    the same number of batches, so a rank with a small file would cap every other
-    rank's epoch at its own size.
-    """
-    total = sum(row_counts)
-    lo, hi = total * rank // world, total * (rank + 1) // world
-    out, start = [], 0
-    for position, n in enumerate(row_counts):
-        a, b = max(lo, start), min(hi, start + n)
-        if a < b:
-            out.append((position, a - start, b - a))
-        start += n
-    return out
-
-
-def read_examples(files: list[str], rank: int, world: int) -> pa.Table:
-    """This rank's rows of the prompt files (only the files its share touches are read)."""
-    columns = ["objective", "split", "prompt_text", "history_item_ids", "target_item_ids", "label"]
-    files = sorted(files)
-    counts = [pq.ParquetFile(f).metadata.num_rows for f in files]
-    tables = [pq.read_table(files[p], columns=columns).slice(first, n) for p, first, n in shard_ranges(counts, rank, world)]
-    return pa.concat_tables(tables) if tables else pa.table({c: [] for c in columns})
-
-
-def to_examples(table: pa.Table, split: str, collator: Collator, index: dict[str, int],
-                lm_texts: list[str] | None, max_examples: int = 0) -> Examples:
-    """Tokenise one split; rows naming an item missing from the catalogue are skipped."""
-    mask = pc.equal(table["split"], split)
-    rows = table.filter(mask).to_pylist()
-    if max_examples:
-        rows = rows[:max_examples]
-    keep, history, item, label = [], [], [], []
-    for r in rows:
-        hist = [index.get(i) for i in r["history_item_ids"]]
-        tgt = [index.get(i) for i in (r["target_item_ids"] or [])]
-        if any(h is None for h in hist) or any(t is None for t in tgt):
-            continue
-        keep.append(r["prompt_text"])
-        history.append(hist)
-        item.append(tgt[0] if tgt else -1)
-        label.append(np.nan if r["label"] is None else float(r["label"]))
-    skipped = len(rows) - len(keep)
-    if skipped:
-        log.warning("%s: skipped %d examples naming items missing from the catalogue", split, skipped)
-    tokens = collator.tokenize(keep) if keep else []
-    examples = Examples(tokens, history, np.array(item, dtype=np.int64), np.array(label, dtype=np.float64),
-                        [None] * len(keep))
-    if lm_texts is not None and len(keep):
-        wanted = [lm_texts[i] if r else "" for i, r in zip(examples.item, examples.retrieval)]
-        examples.lm_target = [ids or None for ids in collator.tokenize(wanted)]
-    return examples
-
-
 # -- loss and evaluation ----------------------------------------------------------------
 
 
 @torch.no_grad()
-def valid_recall_counts(model: URM, ex: Examples, collator: Collator, catalog: ItemCatalog, k: int,
-                batch_size: int, device) -> tuple[float, float]:
-    """(hits, count) of full-ranking Recall@k over this rank's retrieval examples."""
+def valid_recall_counts(model: URM, valid: ShardStream, collator: Collator, catalog: ItemCatalog, k: int,
+                        batch_size: int, device) -> tuple[float, float]:
+    """(hits, count) of full-ranking Recall@k over this rank's retrieval examples of `valid`."""
     raw = model.module if hasattr(model, "module") else model
     raw.eval()
     items = raw.item_vectors(catalog)
     hits = count = 0.0
-    idx = np.flatnonzero(ex.retrieval)
-    for start in range(0, len(idx), batch_size):
-        part = ex.take(idx[start:start + batch_size])
-        batch = collator(part.tokens, part.history).to(device)
-        users, _ = raw.encode(batch, catalog)
-        scores = raw.scores(users, items).float()
-        scores = torch.nan_to_num(scores, nan=-1e9)
-        top = scores.topk(min(k, scores.shape[1]), dim=1).indices.cpu().numpy()
-        hits += float((top == part.item[:, None]).any(axis=1).sum())
-        count += len(part)
+    for _, block in valid.blocks():
+        idx = np.flatnonzero(block.retrieval)
+        for start in range(0, len(idx), batch_size):
+            part = block.take(idx[start:start + batch_size])
+            batch = collator(part.tokens, part.history).to(device)
+            users, _ = raw.encode(batch, catalog)
+            scores = torch.nan_to_num(raw.scores(users, items).float(), nan=-1e9)
+            top = scores.topk(min(k, scores.shape[1]), dim=1).indices.cpu().numpy()
+            hits += float((top == part.item[:, None]).any(axis=1).sum())
+            count += len(part)
     raw.train()
     return hits, count
+
+
+def lm_sample(targets: list, fraction: float, seed: list[int]) -> list:
+    """The batch's LM targets, each kept with probability `fraction` (a fixed draw per batch position)."""
+    if fraction >= 1.0:
+        return targets
+    keep = np.random.default_rng(seed).random(len(targets)) < fraction
+    return [t if k else None for t, k in zip(targets, keep)]
+
+
+def matmul_rate(seconds: float = 0.5, n: int = 1024) -> float:
+    """This process's fp32 FLOP/s on square matmuls (every rank measuring at once: the machine's share)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    reps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        torch.mm(a, b)
+        reps += 1
+    return 2.0 * n ** 3 * reps / (time.perf_counter() - start)
 
 
 # -- the rank's entry point ---------------------------------------------------------------
@@ -234,15 +177,24 @@ def _train(plan: TrainingPlan, rank: int, world: int, device, use_cuda: bool) ->
     model = URM.from_pretrained(initial, device=device).train()
     collator = Collator(tokenizer, model.config)
     index = {item_id: i for i, item_id in enumerate(catalog.item_ids)}
-    lm_texts = plan.lm_texts if model.config.causal and plan.lm_loss_weight > 0 else None
+    use_lm = model.config.causal and plan.lm_loss_weight > 0
+    lm_tokens = lm_target_tokens(collator, plan.lm_texts) if use_lm else None
 
-    table = read_examples(plan.files, rank, world)
-    if plan.objectives:
-        table = table.filter(pc.is_in(table["objective"], value_set=pa.array(plan.objectives)))
-    train = to_examples(table, "train", collator, index, lm_texts, plan.max_train_examples)
-    valid = to_examples(table, "valid", collator, index, None)
+    def stream(split: str) -> ShardStream:
+        return ShardStream(plan.files, rank, world, split, collator, index, lm_tokens if split == "train" else None,
+                           plan.objectives, plan.block_rows)
+
+    train, valid = stream("train"), stream("valid")
+    bs, accum = plan.batch_size, plan.grad_accum_steps
+    n_batches = sum(train.batch_counts(bs))
+    if plan.max_train_examples:
+        n_batches = min(n_batches, math.ceil(plan.max_train_examples / bs))
+    n_batches = int(_all_reduce([n_batches], "min")[0])
     n_train = int(_all_reduce([len(train)])[0])
-    log.info("rank %d/%d: %d train, %d valid examples (global train %d)", rank, world, len(train), len(valid), n_train)
+    log.info("rank %d/%d: %d train, %d valid examples (global train %d), %d batches per epoch in blocks of %d rows",
+             rank, world, len(train), len(valid), n_train, n_batches, plan.block_rows)
+    if n_batches == 0:
+        raise ValueError("no training examples: every rank needs at least one (fewer processes, or more data)")
 
     ddp = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True) if world > 1 else model
     optimizer = torch.optim.AdamW(model.parameters(), lr=plan.lr, weight_decay=plan.weight_decay)
@@ -251,58 +203,84 @@ def _train(plan: TrainingPlan, rank: int, world: int, device, use_cuda: bool) ->
         counts = torch.as_tensor(plan.item_counts, dtype=torch.float64, device=device)
         sampling = ((counts + 1.0) ** 0.75 / ((counts + 1.0) ** 0.75).sum()).float()
 
-    state = {"epoch": 0, "batch": 0, "step": 0, "best": -1.0, "best_epoch": -1, "bad_epochs": 0, "history": []}
+    state = {"epoch": 0, "batch": 0, "position": [0, 0], "step": 0, "best": -1.0, "best_epoch": -1, "bad_epochs": 0,
+             "history": []}
     resumed = load_checkpoint(work, model, optimizer, device)
     resumed_from = 0
     if resumed:
+        if "position" not in resumed:  # written before streaming: its epoch restarts
+            resumed["batch"] = 0
         state.update(resumed)
         resumed_from = state["step"]
-        log.info("resumed from checkpoint at step %d (epoch %d, batch %d)", state["step"], state["epoch"], state["batch"])
+        log.info("resumed from checkpoint at step %d (epoch %d, batch %d, block %d batch %d)", state["step"],
+                 state["epoch"], state["batch"], *state["position"])
 
-    bs, accum = plan.batch_size, plan.grad_accum_steps
-    n_batches = int(_all_reduce([math.ceil(len(train) / bs)], "min")[0])
+    machine_rate = _all_reduce([0.0 if use_cuda else matmul_rate()])[0]
     t0, seen, tokens_seen = time.time(), 0, 0
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_cuda else torch.autocast("cpu", enabled=False)
     if use_cuda:
         torch.cuda.reset_peak_memory_stats(device)
-    while state["epoch"] < plan.epochs and state["bad_epochs"] < plan.patience:
-        order = np.random.default_rng(plan.seed + state["epoch"] * 1000 + rank).permutation(len(train))
-        losses = []
-        for b in range(state["batch"], n_batches):
-            ex = train.take(order[b * bs:(b + 1) * bs])
-            batch = collator(ex.tokens, ex.history, ex.lm_target if lm_texts else None).to(device)
+    done = False
+    while state["epoch"] < plan.epochs and state["bad_epochs"] < plan.patience and not done:
+        losses, epoch_start, epoch_examples, epoch_tokens = [], time.time(), 0, 0
+        flops = counted_tokens = 0.0
+        batches = train.batches(bs, plan.seed + state["epoch"] * 1000 + rank, tuple(state["position"]))
+        for position, ex in batches:
+            b = state["batch"]
+            if b >= n_batches:
+                break
+            batch = collator(ex.tokens, ex.history, lm_sample(ex.lm_target, plan.lm_fraction, [
+                plan.seed, state["epoch"], *position]) if use_lm else None).to(device)
             targets = LossTargets(
                 items=torch.as_tensor(ex.item, device=device),
                 labels=torch.as_tensor(ex.label, device=device, dtype=torch.float32),
                 sampling_probs=sampling, num_negatives=plan.num_negatives,
-                ctr_weight=plan.ctr_loss_weight, lm_weight=plan.lm_loss_weight if lm_texts else 0.0,
+                ctr_weight=plan.ctr_loss_weight, lm_weight=plan.lm_loss_weight if use_lm else 0.0,
             )
-            with autocast:
+            tokens = int(batch.attention_mask.sum())
+            counter = FlopCounterMode(display=False) if b % plan.flop_sample_every == 0 else None
+            with counter or contextlib.nullcontext(), autocast:
                 loss, parts = ddp(batch, catalog, targets)
-            (loss / accum).backward()
+                (loss / accum).backward()
+            if counter is not None:
+                flops += counter.get_total_flops()
+                counted_tokens += tokens
             if (b + 1) % accum == 0 or b + 1 == n_batches:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
                 state["step"] += 1
             losses.append(float(loss.detach()))
-            seen += len(ex)
-            tokens_seen += int(batch.attention_mask.sum())
+            epoch_examples += len(ex)
+            epoch_tokens += tokens
             state["batch"] = b + 1
+            state["position"] = [position[0], position[1] + 1]
             if state["step"] and state["step"] % plan.checkpoint_every_steps == 0 and (b + 1) % accum == 0:
                 if rank == 0:
                     save_checkpoint(work, model, optimizer, state)
             if rank == 0 and (b % max(1, n_batches // 4) == 0):
                 log.info("epoch %d batch %d/%d loss %.4f %s", state["epoch"], b + 1, n_batches, loss.item(),
                          {k: round(v, 4) for k, v in parts.items()})
-        hits, count = valid_recall_counts(model, valid, collator, catalog, plan.eval_k, bs, device)
-        hits, count, loss_sum, loss_n = _all_reduce([hits, count, sum(losses), len(losses)])
+            if plan.max_steps and state["step"] >= plan.max_steps:
+                done = True
+                break
+        train_s = time.time() - epoch_start
+        seen += epoch_examples
+        tokens_seen += epoch_tokens
+        flops_per_token = flops / counted_tokens if counted_tokens else 0.0
+        hits, count, loss_sum, loss_n, ex_all, tok_all, flop_all = _all_reduce(
+            [*valid_recall_counts(model, valid, collator, catalog, plan.eval_k, bs, device), sum(losses), len(losses),
+             epoch_examples, epoch_tokens, flops_per_token * epoch_tokens])
         recall = hits / count if count else 0.0
         epoch_loss = loss_sum / max(loss_n, 1)
-        state["history"].append({"epoch": state["epoch"], "loss": epoch_loss, f"recall@{plan.eval_k}": recall})
+        speed = {"examples_per_s": ex_all / train_s, "tokens_per_s": tok_all / train_s,
+                 "flops_per_s": flop_all / train_s, "matmul_fraction": flop_all / train_s / machine_rate if machine_rate else 0.0}
+        state["history"].append({"epoch": state["epoch"], "loss": epoch_loss, f"recall@{plan.eval_k}": recall, **speed})
         if rank == 0:
-            log.info("epoch %d done: loss %.4f valid recall@%d %.4f (%d examples)", state["epoch"], epoch_loss,
-                     plan.eval_k, recall, count)
+            log.info("epoch %d done: loss %.4f valid recall@%d %.4f (%d examples); %.0f examples/s, %.0f tokens/s, "
+                     "%.1f GFLOP/s = %.2f of the measured matmul rate %.1f GFLOP/s", state["epoch"], epoch_loss,
+                     plan.eval_k, recall, count, speed["examples_per_s"], speed["tokens_per_s"],
+                     speed["flops_per_s"] / 1e9, speed["matmul_fraction"], machine_rate / 1e9)
         if recall > state["best"]:
             state.update(best=recall, best_epoch=state["epoch"], bad_epochs=0)
             if rank == 0:
@@ -310,7 +288,7 @@ def _train(plan: TrainingPlan, rank: int, world: int, device, use_cuda: bool) ->
         else:
             state["bad_epochs"] += 1
         state["epoch"] += 1
-        state["batch"] = 0
+        state["batch"], state["position"] = 0, [0, 0]
         if rank == 0:
             save_checkpoint(work, model, optimizer, state)
 
@@ -322,6 +300,7 @@ def _train(plan: TrainingPlan, rank: int, world: int, device, use_cuda: bool) ->
         model.save_pretrained(os.path.join(work, BEST_DIR), tokenizer, catalog.to("cpu"))
     if world > 1:
         _dist().barrier()
+    history = state["history"]
     return {
         "best_valid_recall": state["best"],
         "best_epoch": state["best_epoch"],
@@ -331,8 +310,10 @@ def _train(plan: TrainingPlan, rank: int, world: int, device, use_cuda: bool) ->
         "train_examples": n_train,
         "examples_per_s": seen_all / elapsed if elapsed else 0.0,
         "tokens_per_s": tokens_all / elapsed if elapsed else 0.0,
+        "matmul_rate": machine_rate,
+        "matmul_fraction": float(np.median([h["matmul_fraction"] for h in history])) if history else 0.0,
         "peak_memory_bytes": int(peak),
-        "history": state["history"],
+        "history": history,
         "world_size": world,
         "device": device.type,
     }

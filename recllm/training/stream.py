@@ -1,0 +1,170 @@
+"""A rank's examples, streamed: its share of the prompt files read in blocks, tokenised as they come.
+
+Memory holds one block of rows (`block_rows`), never the whole shard, so it does not grow
+with the number of examples. Each epoch visits the blocks in file order; inside a block
+the rows are shuffled, grouped by token length into batches (little padding), and the
+batches shuffled. A batch is thus named by (block, batch within the block), and that
+position, saved in checkpoints, is all a resumed run needs to continue mid-epoch with
+the very batches it would have seen.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from recllm.model.batching import MAX_LM_TARGET_TOKENS, Collator
+
+log = logging.getLogger(__name__)
+
+COLUMNS = ["objective", "split", "prompt_text", "history_item_ids", "target_item_ids", "label"]
+COUNT_COLUMNS = ["objective", "split", "history_item_ids", "target_item_ids"]
+
+
+@dataclass
+class Examples:
+    """Tokenised examples (lists aligned by example)."""
+
+    tokens: list[list[int]]
+    history: list[list[int]]
+    item: np.ndarray  # the target item (retrieval) or the impressed item (CTR); -1 where none
+    label: np.ndarray  # CTR label; nan for retrieval examples
+    lm_target: list[list[int] | None]
+
+    @property
+    def retrieval(self) -> np.ndarray:
+        return np.isnan(self.label) & (self.item >= 0)
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def take(self, idx) -> "Examples":
+        return Examples(
+            [self.tokens[i] for i in idx], [self.history[i] for i in idx], self.item[idx],
+            self.label[idx], [self.lm_target[i] for i in idx],
+        )
+
+
+def shard_ranges(row_counts: list[int], rank: int, world: int) -> list[tuple[int, int, int]]:
+    """(file position, first row, row count) of this rank's contiguous share of all rows.
+
+    Ranks split the rows, not the files: files differ in size, and DDP steps every rank
+    the same number of batches, so a rank with a small file would cap every other
+    rank's epoch at its own size.
+    """
+    total = sum(row_counts)
+    lo, hi = total * rank // world, total * (rank + 1) // world
+    out, start = [], 0
+    for position, n in enumerate(row_counts):
+        a, b = max(lo, start), min(hi, start + n)
+        if a < b:
+            out.append((position, a - start, b - a))
+        start += n
+    return out
+
+
+def usable_rows(table: pa.Table, split: str, objectives: list[str] | None, known: pa.Array) -> pa.Array:
+    """Rows of `split` (and of `objectives`) whose history and target items are all in the catalogue."""
+    keep = pc.equal(table["split"], split)
+    if objectives:
+        keep = pc.and_(keep, pc.is_in(table["objective"], value_set=pa.array(objectives)))
+    for column in ("history_item_ids", "target_item_ids"):
+        lists = table[column].combine_chunks()
+        unknown = pc.invert(pc.is_in(pc.list_flatten(lists), value_set=known))
+        rows = pc.list_parent_indices(lists).filter(unknown)
+        bad = np.zeros(len(table), dtype=bool)
+        bad[rows.to_numpy(zero_copy_only=False)] = True
+        keep = pc.and_(keep, pa.array(~bad))
+    return pc.fill_null(keep, False)
+
+
+class ShardStream:
+    """One split of this rank's share of the prompt files, as tokenised blocks and batches."""
+
+    def __init__(self, files: list[str], rank: int, world: int, split: str, collator: Collator,
+                 index: dict[str, int], lm_tokens: list[list[int]] | None = None,
+                 objectives: list[str] | None = None, block_rows: int = 8192):
+        self.files = sorted(files)
+        counts = [pq.ParquetFile(f).metadata.num_rows for f in self.files]
+        self.ranges = shard_ranges(counts, rank, world)
+        self.split, self.collator, self.index = split, collator, index
+        self.lm_tokens, self.objectives, self.block_rows = lm_tokens, objectives, block_rows
+        self.known = pa.array(list(index), type=pa.string())
+        self._block_sizes: list[int] | None = None
+
+    def _tables(self, columns: list[str]) -> Iterator[pa.Table]:
+        """This rank's rows, `block_rows` at a time, each block inside one file."""
+        for position, first, n in self.ranges:
+            seen = 0
+            for batch in pq.ParquetFile(self.files[position]).iter_batches(batch_size=self.block_rows, columns=columns):
+                lo, hi = max(first - seen, 0), min(first + n - seen, batch.num_rows)
+                seen += batch.num_rows
+                if lo < hi:
+                    yield pa.Table.from_batches([batch.slice(lo, hi - lo)])
+                if seen >= first + n:
+                    break
+
+    def block_sizes(self) -> list[int]:
+        """Usable examples per block (read once, without the prompt text)."""
+        if self._block_sizes is None:
+            self._block_sizes = [int(pc.sum(usable_rows(t, self.split, self.objectives, self.known)).as_py() or 0)
+                                 for t in self._tables(COUNT_COLUMNS)]
+        return self._block_sizes
+
+    def __len__(self) -> int:
+        return sum(self.block_sizes())
+
+    def batch_counts(self, batch_size: int) -> list[int]:
+        return [-(-n // batch_size) for n in self.block_sizes()]
+
+    def blocks(self, first: int = 0) -> Iterator[tuple[int, Examples]]:
+        """(block number, tokenised block) in file order, from block `first` on (earlier ones are not tokenised)."""
+        for b, table in enumerate(self._tables(COLUMNS)):
+            if b >= first:
+                yield b, self._encode(table.filter(usable_rows(table, self.split, self.objectives, self.known)))
+
+    def batches(self, batch_size: int, seed: int, start: tuple[int, int] = (0, 0)) -> Iterator[tuple[tuple[int, int], Examples]]:
+        """((block, batch) position, examples) of one epoch, from position `start` on.
+
+        `seed` fixes the epoch's order; the same seed and start give the same batches.
+        """
+        for b, block in self.blocks(start[0]):
+            order = length_buckets(block.tokens, batch_size, np.random.default_rng([seed, b]))
+            for i in range(start[1] if b == start[0] else 0, len(order)):
+                yield (b, i), block.take(order[i])
+
+    def _encode(self, table: pa.Table) -> Examples:
+        return encode(table, self.collator, self.index, self.lm_tokens)
+
+
+def encode(table: pa.Table, collator: Collator, index: dict[str, int],
+           lm_tokens: list[list[int]] | None = None) -> Examples:
+    """Prompt rows (`COLUMNS`, every item in `index`) as tokenised examples; `lm_tokens` per item index."""
+    histories = [[index[i] for i in h] for h in table["history_item_ids"].to_pylist()]
+    item = np.array([index[t[0]] if t else -1 for t in table["target_item_ids"].to_pylist()], dtype=np.int64)
+    label = table["label"].to_numpy(zero_copy_only=False).astype(np.float64)  # null (retrieval) -> nan
+    texts = table["prompt_text"].to_pylist()
+    tokens = collator.tokenize(texts) if texts else []
+    lm: list[list[int] | None] = [None] * len(texts)
+    if lm_tokens is not None:
+        lm = [(lm_tokens[i] or None) if i >= 0 and np.isnan(y) else None for i, y in zip(item, label)]
+    return Examples(tokens, histories, item, label, lm)
+
+
+def lm_target_tokens(collator: Collator, lm_texts: list[str]) -> list[list[int]]:
+    """Per catalogue index, the token ids the LM head learns (tokenised once, not per example)."""
+    return [ids[:MAX_LM_TARGET_TOKENS] for ids in collator.tokenize(list(lm_texts))]
+
+
+def length_buckets(tokens: list[list[int]], batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Batches of similar token length, in random order: shuffled, sorted by length, cut, shuffled."""
+    shuffled = rng.permutation(len(tokens))
+    by_length = shuffled[np.argsort([len(tokens[i]) for i in shuffled], kind="stable")]
+    batches = [by_length[i:i + batch_size] for i in range(0, len(by_length), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]

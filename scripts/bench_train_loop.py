@@ -1,0 +1,167 @@
+"""Training loop benchmark (not a test): memory against data size, matmul fraction, cost of the machinery.
+
+    .venv/bin/python scripts/bench_train_loop.py [--steps 30] [--repeats 2] [--rows 8192]
+
+Builds the demo's synthetic lakehouse and the default model's plan, then writes synthetic
+prompt files of `--rows` training rows (1x) and of ten times as many (10x, the same rows
+repeated). Side by side, `--repeats` times, it runs:
+  * the project's training (`train_fn` under TorchDistributor, 2 local processes, the
+    default config) for `--steps` optimizer steps on 1x and on 10x: peak RSS per rank, and
+    the epoch's FLOP/s over the fp32 matmul rate that run measured;
+  * a minimal single-process PyTorch loop (forward, backward, clip, AdamW step; all
+    cores) of the same initial model over the same batches, collated in advance.
+It prints medians, and as its last three lines:
+  memory 10x/1x: R            (peak RSS per rank, 10x over 1x)
+  matmul fraction: F          (training FLOP/s over the measured matmul rate, 1x runs)
+  speedup vs plain loop: S    (examples/s of the project's training over the plain loop's)
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import torch
+from pyspark.ml.torch.distributor import TorchDistributor
+
+from jobs.common import embedding_udf
+from recllm.config import load_config
+from recllm.data.synthetic import SyntheticConfig, generate
+from recllm.lake import Lake
+from recllm.model.batching import Collator
+from recllm.model.urm import URM, ItemCatalog, LossTargets, load_tokenizer
+from recllm.nightly import land_and_prepare
+from recllm.session import build_spark
+from recllm.training.checkpoints import CHECKPOINT_DIR
+from recllm.training.driver import prepare_training
+from recllm.training.loop import BEST_DIR, INITIAL_DIR, TrainingPlan, lm_sample, train_fn
+from recllm.training.stream import ShardStream, lm_target_tokens
+
+
+def stage(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def synthetic_prompts(plan: TrainingPlan, rows: int, folder: str) -> dict[str, list[str]]:
+    """1x: `rows` training rows (the demo's, cycled) plus its validation rows; 10x: the training rows ten times."""
+    table = pa.concat_tables([pq.read_table(f) for f in sorted(plan.files)])
+    train = table.filter(pc.equal(table["split"], "train"))
+    valid = table.filter(pc.equal(table["split"], "valid"))
+    train = pa.concat_tables([train] * (rows // len(train) + 1)).slice(0, rows)
+    out = {}
+    for name, copies in (("1x", 1), ("10x", 10)):
+        os.makedirs(os.path.join(folder, name))
+        path = os.path.join(folder, name, "part-0.parquet")
+        pq.write_table(pa.concat_tables([train] * copies + [valid]), path)
+        out[name] = [path]
+    return out
+
+
+def project_run(plan: TrainingPlan) -> dict:
+    shutil.rmtree(os.path.join(plan.work_dir, CHECKPOINT_DIR), ignore_errors=True)
+    shutil.rmtree(os.path.join(plan.work_dir, BEST_DIR), ignore_errors=True)
+    result = TorchDistributor(num_processes=2, local_mode=True, use_gpu=False).run(train_fn, plan)
+    epoch = result["history"][0]
+    return {"peak": result["peak_memory_bytes"], "examples_per_s": epoch["examples_per_s"],
+            "matmul_fraction": epoch["matmul_fraction"]}
+
+
+def plain_batches(plan: TrainingPlan, steps: int):
+    """The batches the two ranks see in their first `steps` steps, collated, with their targets."""
+    initial = os.path.join(plan.work_dir, INITIAL_DIR)
+    model = URM.from_pretrained(initial)
+    collator = Collator(load_tokenizer(initial), model.config)
+    catalog = ItemCatalog.load(initial)
+    index = {item: i for i, item in enumerate(catalog.item_ids)}
+    lm_tokens = lm_target_tokens(collator, plan.lm_texts)
+    batches = []
+    for rank in range(2):
+        stream = ShardStream(plan.files, rank, 2, "train", collator, index, lm_tokens, None, plan.block_rows)
+        for n, (position, ex) in enumerate(stream.batches(plan.batch_size, plan.seed + rank)):
+            if n == steps:
+                break
+            lm = lm_sample(ex.lm_target, plan.lm_fraction, [plan.seed, 0, *position])
+            targets = LossTargets(items=torch.as_tensor(ex.item), labels=torch.as_tensor(ex.label, dtype=torch.float32),
+                                  ctr_weight=plan.ctr_loss_weight, lm_weight=plan.lm_loss_weight)
+            batches.append((collator(ex.tokens, ex.history, lm), targets, len(ex)))
+    return batches, catalog
+
+
+def plain_loop(plan: TrainingPlan, batches, catalog) -> float:
+    """Examples/s of forward, backward, clip and AdamW step over pre-collated batches, one process."""
+    torch.set_num_threads(os.cpu_count() or 1)
+    torch.manual_seed(plan.seed)
+    model = URM.from_pretrained(os.path.join(plan.work_dir, INITIAL_DIR)).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=plan.lr, weight_decay=plan.weight_decay)
+
+    def step(batch, targets) -> None:
+        loss, _ = model(batch, catalog, targets)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    step(*batches[0][:2])  # untimed: warms the allocator and the optimizer state
+    start = time.perf_counter()
+    for batch, targets, _ in batches:
+        step(batch, targets)
+    return sum(n for _, _, n in batches) / (time.perf_counter() - start)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--steps", type=int, default=30, help="optimizer steps per run")
+    p.add_argument("--repeats", type=int, default=2, help="rounds of the three runs, alternating their order")
+    p.add_argument("--rows", type=int, default=8192, help="training rows of the 1x prompts (10x has ten times as many)")
+    args = p.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    work = tempfile.mkdtemp(prefix="bench_train_loop_")
+    config = load_config(overrides={"train": {"model_root": os.path.join(work, "models")}})
+    lake = Lake(build_spark(config), root=os.path.join(work, "lake"), backend="deltars")
+    stage("building the demo lakehouse and the default model's plan")
+    days, _ = generate(SyntheticConfig())
+    ds = land_and_prepare(lake, days, config, embedding_udf(config))
+    plan = prepare_training(lake, ds, config)
+    files = synthetic_prompts(plan, args.rows, os.path.join(work, "prompts"))
+    plans = {name: dataclasses.replace(plan, files=f, epochs=1, patience=2, max_steps=args.steps)
+             for name, f in files.items()}
+    batches, catalog = plain_batches(plans["1x"], args.steps)
+
+    runs: dict[str, list] = {"1x": [], "10x": [], "plain": []}
+    for r in range(args.repeats):
+        for name in (("1x", "10x", "plain") if r % 2 == 0 else ("plain", "10x", "1x")):
+            stage(f"repeat {r + 1}: {name}")
+            runs[name].append(plain_loop(plan, batches, catalog) if name == "plain" else project_run(plans[name]))
+
+    def median(name: str, key: str) -> float:
+        return statistics.median(run[key] for run in runs[name])
+
+    plain = statistics.median(runs["plain"])
+    print(f"\nmachine: {os.cpu_count()} cores; {args.steps} steps of 2 x {plan.batch_size} examples per run; "
+          f"1x = {args.rows} training rows, 10x = {10 * args.rows}")
+    print("| run | examples/s | peak RSS per rank (MiB) | matmul fraction |")
+    print("|---|---:|---:|---:|")
+    for name in ("1x", "10x"):
+        print(f"| project, {name} | {median(name, 'examples_per_s'):.0f} | {median(name, 'peak') / 2**20:.0f} | "
+              f"{median(name, 'matmul_fraction'):.2f} |")
+    print(f"| plain loop, 1 process | {plain:.0f} | | |")
+    for name in runs:
+        print(f"  {name} per repeat: {runs[name]}")
+    shutil.rmtree(work, ignore_errors=True)
+    print(f"memory 10x/1x: {median('10x', 'peak') / median('1x', 'peak'):.2f}")
+    print(f"matmul fraction: {median('1x', 'matmul_fraction'):.2f}")
+    print(f"speedup vs plain loop: {median('1x', 'examples_per_s') / plain:.2f}")
+
+
+if __name__ == "__main__":
+    main()
