@@ -22,11 +22,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from recllm.model.batching import Collator
 from recllm.model.urm import URM, ItemCatalog, LossTargets, load_tokenizer
 from recllm.training.checkpoints import load_checkpoint, save_checkpoint
+from recllm.training.flops import flop_counter, matmul_rate
 from recllm.training.stream import ShardStream, lm_target_tokens
 
 log = logging.getLogger(__name__)
@@ -121,17 +121,6 @@ def lm_sample(targets: list, fraction: float, seed: list[int]) -> list:
         return targets
     keep = np.random.default_rng(seed).random(len(targets)) < fraction
     return [t if k else None for t, k in zip(targets, keep)]
-
-
-def matmul_rate(seconds: float = 0.5, n: int = 1024) -> float:
-    """This process's fp32 FLOP/s on square matmuls (every rank measuring at once: the machine's share)."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    torch.mm(a, b)
-    reps, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        torch.mm(a, b)
-        reps += 1
-    return 2.0 * n ** 3 * reps / (time.perf_counter() - start)
 
 
 # -- the rank's entry point ---------------------------------------------------------------
@@ -238,7 +227,7 @@ def _train(plan: TrainingPlan, rank: int, world: int, device, use_cuda: bool) ->
                 ctr_weight=plan.ctr_loss_weight, lm_weight=plan.lm_loss_weight if use_lm else 0.0,
             )
             tokens = int(batch.attention_mask.sum())
-            counter = FlopCounterMode(display=False) if b % plan.flop_sample_every == 0 else None
+            counter = flop_counter() if b % plan.flop_sample_every == 0 else None
             with counter or contextlib.nullcontext(), autocast:
                 loss, parts = ddp(batch, catalog, targets)
                 (loss / accum).backward()
