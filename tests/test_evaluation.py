@@ -1,13 +1,24 @@
-"""History masking (RecBole's full-sort protocol): rankings drop each row's history items, never its target."""
+"""History masking (RecBole's full-sort protocol): rankings drop each row's history items, never its target;
+the SASRec expert trains on the prompts table and is ranked beside the model as `sasrec`."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+import torch
+
+from recllm.config import load_config
+from recllm.data.synthetic import SyntheticConfig, generate
 from recllm.evaluation.baselines import drop_excluded, popularity_ranking
-from recllm.evaluation.evaluate import history_exclusions, top_k_kept
+from recllm.evaluation.evaluate import EXPERT_NAME, evaluate, expert_top_k, history_exclusions, top_k_kept, train_expert
 from recllm.evaluation.metrics import ndcg_at_k, recall_at_k
+from recllm.evaluation.sasrec import SASRec, SASRecConfig
+from recllm.lake import Lake
+from recllm.nightly import land_and_prepare
+from recllm.training.driver import prepare_training
+from recllm.training.loop import train_fn
+from tests.helpers import hashed_text_embedding
 
 INDEX = {f"i{k}": k for k in range(10)}
 
@@ -37,3 +48,40 @@ def test_a_baseline_ranked_k_plus_the_longest_history_deep_still_fills_k_after_m
     popular = popularity_ranking(["i0", "i0", "i0", "i1", "i1", "i2", "i3", "i4"], INDEX, 2 + 2)
     masked = drop_excluded(np.tile(popular, (2, 1)), [[0, 1], [2]], 2)
     assert masked.tolist() == [[2, 3], [0, 1]]
+
+
+def test_the_expert_ranks_catalogue_indices_by_item_id_without_excluded_items():
+    torch.manual_seed(0)
+    expert = SASRec(SASRecConfig(n_items=3)).eval()  # its items a, b, c; the catalogue since gained x
+    catalogue = ["c", "x", "a", "b"]
+    ranked = expert_top_k(expert, ["a", "b", "c"], catalogue, [["a"], ["b", "c"]], 3, [[2], []])
+    assert 1 not in ranked  # x: unknown to the expert
+    assert ranked[0].tolist()[:2] in ([0, 3], [3, 0]) and ranked[0, 2] == -1  # a excluded: only b and c left
+    assert sorted(ranked[1].tolist()) == [0, 2, 3]
+    own = expert.top_k([[1, 2]], 3)[0]  # the expert's own indices for history [b, c]
+    assert ranked[1].tolist() == [catalogue.index("abc"[i]) for i in own]
+
+
+@pytest.mark.slow  # lands a synthetic shop and trains a tiny URM for evaluate to rank beside (minutes)
+def test_the_sasrec_expert_trains_on_the_prompts_and_is_evaluated_as_sasrec(spark, tmp_path):
+    lake = Lake(spark, root=str(tmp_path / "lake"), backend="deltars")
+    config = load_config(overrides={
+        "train": {"model_root": str(tmp_path / "models"), "epochs": 1, "max_train_examples": 200, "batch_size": 64},
+        "model": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64, "vocab_size": 500},
+        "evaluate": {"expert_epochs": 3},
+    })
+    days, _ = generate(SyntheticConfig(seed=3, n_users=30, n_items=40, n_days=3))
+    ds = land_and_prepare(lake, days, config, hashed_text_embedding)
+    plan = prepare_training(lake, ds, config)
+    train_fn(plan)
+
+    expert = train_expert(lake, ds, config)
+    assert {"path", "examples_per_s", "peak_memory_bytes"} <= set(expert)
+    assert 1 <= expert["epochs"] <= 3 and expert["examples"] > 0 and expert["examples_per_s"] > 0
+    assert SASRec.load(expert["path"]).config.n_items == lake.read("item_features").count()
+    frame = evaluate(lake, ds, f"{plan.work_dir}/best", plan.model_version, expert_dir=expert["path"],
+                     mask_history=True)
+    rows = frame[frame["model"] == EXPERT_NAME]
+    ranking = rows[rows["metric"].isin(["recall", "ndcg"])]
+    assert set(ranking["k"]) == {10, 50} and ranking["value"].between(0, 1).all()
+    assert set(rows["task"]) == set(frame.loc[frame["model"] == plan.model_version, "task"]) - {"ctr"}

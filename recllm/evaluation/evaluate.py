@@ -9,15 +9,20 @@ target before the top-K cut, as RecBole's full-sort protocol does. CTR: AUC, per
 on held-out impressions.
 Baselines on the same split (`recllm.evaluation.baselines`): popularity (each objective's most
 frequent training targets), implicit ALS (Spark MLlib, on every retrieval target before
-the test period), the ID-only SASRec-style expert when one was trained (same backbone and
-loop, no text) and, for CTR, a gradient-boosted expert on user/item features.
+the test period), the ID-only expert when one was trained: a SASRec (`recllm.evaluation.sasrec`:
+causal self-attention over item IDs, full-softmax cross-entropy at every position, no text),
+trained on the expert objective's train rows and early-stopped on its valid rows, ranking
+each test row from its history, and, for CTR, a gradient-boosted expert on user/item features.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
 import time
-from dataclasses import replace
+from dataclasses import asdict
 
 import numpy as np
 import pandas as pd
@@ -26,6 +31,7 @@ from pyspark.sql import functions as F
 from recllm.evaluation.baselines import (ALS_NAME, CTR_EXPERT_NAME, als_rankings, ctr_expert, drop_excluded,
                                          popularity_ranking)
 from recllm.evaluation.metrics import auc, coverage, gauc, hit_rate_at_k, log_loss, mrr_at_k, ndcg_at_k, novelty, recall_at_k
+from recllm.evaluation.sasrec import SASRec, SASRecConfig, fit, load_item_ids, user_sequences
 from recllm.lake import Lake
 from recllm.model.inference import Scorer
 from recllm.model.urm import ItemCatalog
@@ -68,7 +74,7 @@ def evaluate(lake: Lake, ds: str, model_dir: str, model_version: str, batch_size
              expert_dir: str | None = None, seconds: dict | None = None, mask_history: bool = False) -> pd.DataFrame:
     """Metrics rows (schemas.METRICS columns) for the model and every baseline.
 
-    `expert_dir`: a trained ID-only expert (`run_training(..., id_only=True)`), ranked as `sasrec`.
+    `expert_dir`: a trained SASRec (`train_expert`), ranked as `sasrec` from each test row's history.
     `mask_history`: every ranking model ranks without each test row's history items (bar its target).
     `seconds`, when given, collects each model's scoring time (ALS: fitting and ranking) by name.
     """
@@ -82,7 +88,7 @@ def evaluate(lake: Lake, ds: str, model_dir: str, model_version: str, batch_size
 
     features = lake.read(ITEM_FEATURES.name).toPandas()
     scorer = Scorer.load(model_dir, catalog=ItemCatalog.from_features(features))
-    expert = Scorer.load(expert_dir, catalog=scorer.catalog) if expert_dir else None
+    expert = SASRec.load(expert_dir) if expert_dir else None
     by_index = features.sort_values("item_index")
     is_cold = by_index["is_cold"].to_numpy()
     item_counts = by_index["n_positive"].to_numpy()
@@ -126,8 +132,8 @@ def evaluate(lake: Lake, ds: str, model_dir: str, model_version: str, batch_size
         ranked_als = top_k_kept(np.stack([als[u] for u in group["user_id"]]), exclude, k)
         rows += _rows(ds, ALS_NAME, objective, ranking_metrics(ranked_als, items, cold, item_counts), len(group))
         if expert is not None:
-            ranked_expert, _ = timed(EXPERT_NAME, lambda: expert.top_k(_user_vectors(expert, group, batch_size), k,
-                                                                       exclude=exclude))
+            ranked_expert = timed(EXPERT_NAME, expert_top_k, expert, load_item_ids(expert_dir),
+                                  scorer.catalog.item_ids, group["history_item_ids"], k, exclude)
             rows += _rows(ds, EXPERT_NAME, objective,
                           ranking_metrics(top_k_kept(ranked_expert, exclude, k), items, cold, item_counts), len(group))
     frame = pd.DataFrame(rows, columns=METRICS.column_names)
@@ -139,6 +145,21 @@ def evaluate(lake: Lake, ds: str, model_dir: str, model_version: str, batch_size
 def top_k_kept(ranked: np.ndarray, exclude: list[list[int]] | None, k: int) -> np.ndarray:
     """The top k of each row, without its excluded items when `exclude` is given."""
     return ranked[:, :k] if exclude is None else drop_excluded(ranked, exclude, k)
+
+
+def expert_top_k(expert: SASRec, expert_ids: list[str] | None, item_ids: list[str], histories, k: int,
+                 exclude: list[list[int]] | None) -> np.ndarray:
+    """[len(histories), k] catalogue indices ranked by the SASRec from each history (item ids), without
+    each row's `exclude` indices; `expert_ids` (None: the catalogue's own) are the ids of the expert's
+    item indices, so a catalogue that gained items since training still ranks (only the items it knows)."""
+    expert_ids = item_ids if expert_ids is None else expert_ids
+    own = {item: n for n, item in enumerate(expert_ids)}
+    catalog = {item: n for n, item in enumerate(item_ids)}
+    to_catalog = np.array([catalog.get(i, -1) for i in expert_ids] + [-1], dtype=np.int64)  # [-1]: -1 stays -1
+    rows = [[own[h] for h in history if h in own] for history in histories]
+    banned = None if exclude is None else [[own[item_ids[i]] for i in row if item_ids[i] in own] for row in exclude]
+    ranked = to_catalog[expert.top_k(rows, k, banned)]
+    return top_k_kept(ranked, [[] for _ in rows], k) if (ranked < 0).any() else ranked
 
 
 def _user_vectors(scorer: Scorer, group: pd.DataFrame, batch_size: int):
@@ -164,11 +185,40 @@ def _als(lake: Lake, prompts: pd.DataFrame, users: list[str], index: dict[str, i
 
 
 def train_expert(lake: Lake, ds: str, config) -> dict:
-    """Train the ID-only expert on the same split, with its own epoch budget; `run_training`'s result."""
-    from recllm.training.driver import run_training
+    """Train the SASRec expert on partition `ds` of `prompts` and save it under `train.model_root`.
 
-    expert_config = replace(config, train=replace(config.train, epochs=config.evaluate.expert_epochs))
-    return run_training(lake, ds, expert_config, id_only=True)
+    Its training sequences are rebuilt from the train rows of `evaluate.expert_objective`
+    (`sasrec.user_sequences`: every position of each user's sequence predicts the next item);
+    its valid rows (history -> target) early-stop it, within `evaluate.expert_epochs` epochs. One
+    process, on `train.torch_threads` threads (0: every core this process may use).
+    Returns `fit`'s summary (epochs, examples_per_s, peak_memory_bytes, ...) with `path` and
+    `model_version`.
+    """
+    objective = config.evaluate.expert_objective
+    features = lake.read(ITEM_FEATURES.name).select("item_id", "item_index").toPandas().sort_values("item_index")
+    item_ids = features["item_id"].tolist()
+    index = dict(zip(item_ids, range(len(item_ids))))
+    rows = (lake.read(PROMPTS.name, ds=ds)
+            .where((F.col("objective") == objective) & F.col("split").isin("train", "valid") & F.col("label").isNull())
+            .select("user_id", "split", "cutoff_ts", "history_item_ids", "target_item_ids").toPandas())
+    sequences = user_sequences(rows[rows["split"] == "train"], index)
+    if not sequences:
+        raise ValueError(f"prompts for ds={ds} have no train rows of objective {objective!r} for the SASRec expert")
+    valid = rows[rows["split"] == "valid"]
+    valid = valid[valid["target_item_ids"].map(lambda t: t is not None and len(t) > 0 and t[0] in index)
+                  & valid["history_item_ids"].map(lambda h: all(i in index for i in h))]
+    expert_config = SASRecConfig(n_items=len(item_ids), epochs=config.evaluate.expert_epochs, seed=config.train.seed)
+    model, summary = fit(expert_config, sequences, [[index[i] for i in h] for h in valid["history_item_ids"]],
+                         [index[t[0]] for t in valid["target_item_ids"]], threads=config.train.torch_threads or None)
+    shape = json.dumps([asdict(expert_config), objective, asdict(config.prompts)], sort_keys=True, default=str)
+    version = f"{EXPERT_NAME}-{ds}-{hashlib.sha256(shape.encode()).hexdigest()[:8]}"
+    path = os.path.abspath(os.path.join(config.train.model_root, version))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    model.save(path, item_ids)
+    log.info("sasrec expert %s: %d sequences, %d epochs (best %d), valid ndcg@10 %.4f, %.0f s, %.0f examples/s -> %s",
+             version, len(sequences), summary["epochs"], summary["best_epoch"], summary["valid_ndcg"],
+             summary["train_s"], summary["examples_per_s"], path)
+    return {**summary, "model_version": version, "path": path}
 
 
 def run_evaluation(lake: Lake, ds: str, config, model: ModelRef) -> pd.DataFrame:
