@@ -8,7 +8,7 @@ next-token loss after `<|lm|>` for causal backbones), checkpoints to safetensors
 from the last checkpoint after a crash, and stops early on validation recall. Each epoch logs
 examples/s, tokens/s and its FLOP/s (counted by torch's FlopCounterMode on a sample of
 batches) as a fraction of the machine's fp32 matmul rate, measured at the start of the same
-run. Every rank returns the same summary.
+epoch. Every rank returns the same summary.
 """
 
 from __future__ import annotations
@@ -204,13 +204,14 @@ def _train(plan: TrainingPlan, rank: int, world: int, device, use_cuda: bool) ->
         log.info("resumed from checkpoint at step %d (epoch %d, batch %d, block %d batch %d)", state["step"],
                  state["epoch"], state["batch"], *state["position"])
 
-    machine_rate = _all_reduce([0.0 if use_cuda else matmul_rate()])[0]
     t0, seen, tokens_seen = time.time(), 0, 0
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_cuda else torch.autocast("cpu", enabled=False)
     if use_cuda:
         torch.cuda.reset_peak_memory_stats(device)
     done = False
     while state["epoch"] < plan.epochs and state["bad_epochs"] < plan.patience and not done:
+        # measured each epoch, every rank at once: a shared machine's rate drifts during a run
+        machine_rate = _all_reduce([0.0 if use_cuda else matmul_rate()])[0]
         losses, epoch_start, epoch_examples, epoch_tokens = [], time.time(), 0, 0
         flops = counted_tokens = 0.0
         batches = train.batches(bs, plan.seed + state["epoch"] * 1000 + rank, tuple(state["position"]))
@@ -262,8 +263,8 @@ def _train(plan: TrainingPlan, rank: int, world: int, device, use_cuda: bool) ->
              epoch_examples, epoch_tokens, flops_per_token * epoch_tokens])
         recall = hits / count if count else 0.0
         epoch_loss = loss_sum / max(loss_n, 1)
-        speed = {"examples_per_s": ex_all / train_s, "tokens_per_s": tok_all / train_s,
-                 "flops_per_s": flop_all / train_s, "matmul_fraction": flop_all / train_s / machine_rate if machine_rate else 0.0}
+        speed = {"examples_per_s": ex_all / train_s, "tokens_per_s": tok_all / train_s, "flops_per_s": flop_all / train_s,
+                 "matmul_rate": machine_rate, "matmul_fraction": flop_all / train_s / machine_rate if machine_rate else 0.0}
         state["history"].append({"epoch": state["epoch"], "loss": epoch_loss, f"recall@{plan.eval_k}": recall, **speed})
         if rank == 0:
             log.info("epoch %d done: loss %.4f valid recall@%d %.4f (%d examples); %.0f examples/s, %.0f tokens/s, "
@@ -299,7 +300,7 @@ def _train(plan: TrainingPlan, rank: int, world: int, device, use_cuda: bool) ->
         "train_examples": n_train,
         "examples_per_s": seen_all / elapsed if elapsed else 0.0,
         "tokens_per_s": tokens_all / elapsed if elapsed else 0.0,
-        "matmul_rate": machine_rate,
+        "matmul_rate": float(np.median([h["matmul_rate"] for h in history])) if history else 0.0,
         "matmul_fraction": float(np.median([h["matmul_fraction"] for h in history])) if history else 0.0,
         "peak_memory_bytes": int(peak),
         "history": history,
