@@ -107,7 +107,14 @@ class TrainConfig:
     eval_k: int = 10
     seed: int = 0
     model_root: str = "models"
+    lm_fraction: float = 0.25  # share of retrieval examples that also carry the LM target (its tokens and vocabulary-wide head cost)
+    block_rows: int = 8192  # prompt rows a rank reads, tokenises and shuffles at a time: bounds its memory
     max_train_examples: int = 0  # 0 = all
+    warm_start: bool = True  # jobs.nightly continues from the newest model (jobs.train and jobs.benchmark train cold)
+    warm_epochs: int = 4  # epoch budget of a warm-started run (early stopping with warm_patience)
+    warm_patience: int = 2
+    warm_replay_fraction: float = 0.1  # share of the older training examples a warm run replays beside the new ones
+    warm_lr_scale: float = 0.3  # a warm run's learning rate is train.lr times this (a fresh AdamW at full lr knocks the parent off)
 
 
 @dataclass
@@ -139,6 +146,7 @@ class EvaluateConfig:
 @dataclass
 class NightlyConfig:
     retrain_every_days: int = 1  # train when the latest model is this many days old (1: every night)
+    cold_retrain_every_days: int = 7  # with train.warm_start, train cold when the last cold model is this old (0: never)
 
 
 @dataclass
@@ -200,6 +208,11 @@ MINIMUMS: dict[str, float] = {
     "train.eval_k": 1,
     "train.seed": 0,
     "train.max_train_examples": 0,
+    "train.lm_fraction": 0,
+    "train.block_rows": 1,
+    "train.warm_epochs": 1,
+    "train.warm_patience": 1,
+    "train.warm_replay_fraction": 0,
     "score.top_k": 1,
     "score.batch_size": 1,
     "score.chunk_size": 1,
@@ -209,13 +222,14 @@ MINIMUMS: dict[str, float] = {
     "score.new_user_k": 1,
     "evaluate.expert_epochs": 1,
     "nightly.retrain_every_days": 1,
+    "nightly.cold_retrain_every_days": 0,
 }
 """Least allowed value of each count, size and weight."""
 
-MAXIMUMS: dict[str, float] = {"model.id_dropout": 1}
+MAXIMUMS: dict[str, float] = {"model.id_dropout": 1, "train.lm_fraction": 1, "train.warm_replay_fraction": 1}
 """Greatest allowed value, where there is one."""
 
-POSITIVE = ("model.initializer_range", "model.init_scale", "train.lr")
+POSITIVE = ("model.initializer_range", "model.init_scale", "train.lr", "train.warm_lr_scale")
 """Keys whose value must be above zero."""
 
 NON_EMPTY = (

@@ -3,7 +3,8 @@
     steps = run_nightly(lake, "2026-01-04", config, functions)
 
 ingest, features, prompts, train (when `training_decision` says so, else the latest model
-is reused), score and evaluate, each the same library call its own job makes, so rerunning
+is reused; warm-started from the newest model when `train.warm_start` and `choose_start`
+allow, cold every `nightly.cold_retrain_every_days`), score and evaluate, each the same library call its own job makes, so rerunning
 a date replaces that date's outputs. `functions` carries the executor code the stages run
 (the jobs build it from `udfs`).
 """
@@ -28,7 +29,7 @@ from recllm.pipeline.ingest import run_ingest
 from recllm.pipeline.prompts import TRAIN, VALID, run_prompts
 from recllm.registry import ModelNotFoundError, latest_model_row, resolve_model
 from recllm.scoring.stage import ScoringFunctions, run_scoring
-from recllm.training.driver import run_training
+from recllm.training.driver import Start, choose_start, run_training
 from schemas import PROMPTS
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,14 @@ def training_decision(lake: Lake, ds: str, config: RecllmConfig) -> tuple[bool, 
     return False, f"reusing {latest.model_version} ({age} day(s) old, retrain every {every})"
 
 
+def start_decision(lake: Lake, ds: str, config: RecllmConfig) -> Start:
+    """How tonight's training starts: warm from the newest earlier model (`choose_start`: unless the
+    cold cadence, a changed model shape or no new examples say cold) when `train.warm_start`, else cold."""
+    if not config.train.warm_start:
+        return Start("train.warm_start is off")
+    return choose_start(lake, ds, config)
+
+
 def run_nightly(lake: Lake, ds: str, config: RecllmConfig, functions: StageFunctions) -> list[tuple[str, float, str]]:
     """Run every stage for `ds`; returns (stage, seconds, summary) per stage."""
     steps: list[tuple[str, float, str]] = []
@@ -77,8 +86,11 @@ def run_nightly(lake: Lake, ds: str, config: RecllmConfig, functions: StageFunct
     step("prompts", lambda: f"{sum(run_prompts(lake, ds, config.prompts).values())} rows")
     train, why = training_decision(lake, ds, config)
     if train:
-        step("train", lambda: "model {model_version}: best valid recall@10 {best_valid_recall:.4f}, {epochs_run} epochs"
-             .format(**run_training(lake, ds, config)))
+        start = start_decision(lake, ds, config)
+        log.info("nightly ds=%s train: %s", ds, start.reason if start.warm else f"cold start: {start.reason}")
+        step("train", lambda: "model {model_version}: best valid recall@10 {best_valid_recall:.4f}, {epochs_run} epochs, "
+             "{how}".format(**run_training(lake, ds, config, start=start),
+                            how=f"warm from {start.parent_version}" if start.warm else f"cold ({start.reason})"))
     else:
         skip("train", why)
     try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import os
 from dataclasses import asdict, dataclass
 
@@ -16,6 +17,8 @@ from pyspark.sql import functions as F
 from recllm.lake import Lake, TableNotFoundError
 from recllm.model.urm import CONFIG, WEIGHTS
 from schemas import MODELS
+
+log = logging.getLogger(__name__)
 
 LATEST_VERSION = "latest"
 """`score.model_version` / `--model-version` value meaning the newest registered version."""
@@ -35,8 +38,9 @@ class ModelRef:
     image_dim: int
 
 
-def register_model(lake: Lake, ds: str, config, version: str, path: str, result: dict) -> None:
-    """Upsert the version's row in `models` (its folder, settings and training summary)."""
+def register_model(lake: Lake, ds: str, config, version: str, path: str, result: dict,
+                   parent_version: str | None = None) -> None:
+    """Upsert the version's row in `models` (its folder, settings, training summary and warm-start parent)."""
     row = {
         "model_version": version,
         "created_at": dt.datetime.now(dt.timezone.utc),
@@ -46,8 +50,54 @@ def register_model(lake: Lake, ds: str, config, version: str, path: str, result:
         "data_start_ds": None,
         "data_end_ds": ds,
         "metrics_json": json.dumps({k: v for k, v in result.items() if k != "history"}, sort_keys=True),
+        "parent_version": parent_version,
     }
+    add_missing_columns(lake, MODELS)
     lake.merge(MODELS.name, lake.spark.createDataFrame([row], MODELS.spark))
+
+
+def add_missing_columns(lake: Lake, contract) -> list[str]:
+    """Add the contract's nullable columns that the existing table lacks (a lake older than the contract).
+
+    Reads already tolerate a missing column (Spark reads it as null), but delta-rs's MERGE
+    silently drops source columns the target lacks, so a `models` table written before
+    `parent_version` existed would lose every parent. Returns the columns added.
+    """
+    if not lake.exists(contract.name):
+        return []
+    have = _table_columns(lake, contract.name)
+    missing = [c for c in contract.columns if c.name not in have]
+    if not missing:
+        return []
+    required = [c.name for c in missing if not c.nullable]
+    if required:
+        raise ValueError(f"table {contract.name} lacks non-nullable column(s) {required}: it cannot be evolved in place")
+    if lake.backend == "native":
+        columns = ", ".join(f"`{c.name}` {c.type.simpleString()} COMMENT '{c.doc}'" for c in missing)
+        ref = lake.qualified_name(contract.name) or f"delta.`{lake.location(contract.name)}`"
+        lake.spark.sql(f"ALTER TABLE {ref} ADD COLUMNS ({columns})")
+    else:
+        from deltalake import DeltaTable, Field
+
+        fields = [Field(c.name, c.type.simpleString(), nullable=True, metadata={"comment": c.doc}) for c in missing]
+        try:
+            DeltaTable(lake.location(contract.name)).alter.add_columns(fields)
+        except Exception:
+            if any(c.name not in _table_columns(lake, contract.name) for c in missing):
+                raise  # not a concurrent job adding the same columns first
+    log.info("%s: added column(s) %s to an existing table", contract.name, [c.name for c in missing])
+    return [c.name for c in missing]
+
+
+def _table_columns(lake: Lake, table: str) -> set[str]:
+    """Column names of the table as stored (which may predate its contract)."""
+    if lake.backend == "native":
+        name = lake.qualified_name(table)
+        df = lake.spark.table(name) if name else lake.spark.read.format("delta").load(lake.location(table))
+        return set(df.columns)
+    from deltalake import DeltaTable
+
+    return {f.name for f in DeltaTable(lake.location(table)).schema().fields}
 
 
 def latest_model_row(lake: Lake):
@@ -55,6 +105,20 @@ def latest_model_row(lake: Lake):
     if not lake.exists(MODELS.name):
         return None
     return lake.read(MODELS.name).orderBy(F.desc("created_at")).first()
+
+
+def newest_model_before(lake: Lake, ds: str, cold_only: bool = False):
+    """The newest `models` row trained for a date before `ds` (latest ds, then latest created_at), or None.
+
+    With `cold_only`, only cold starts count (rows without a `parent_version`). Rows of
+    `ds` itself are left out, so rerunning a date decides as its first run did.
+    """
+    if not lake.exists(MODELS.name):
+        return None
+    rows = lake.read(MODELS.name).where(F.col("ds") < ds)
+    if cold_only:
+        rows = rows.where(F.col("parent_version").isNull())
+    return rows.orderBy(F.desc("ds"), F.desc("created_at"), F.desc("model_version")).first()
 
 
 def resolve_model(lake: Lake, version: str = LATEST_VERSION) -> ModelRef:

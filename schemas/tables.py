@@ -203,6 +203,7 @@ MODELS = TableSchema(
         Column("data_start_ds", S, True, "first run date of the training data window"),
         Column("data_end_ds", S, False, "last run date of the training data window"),
         Column("metrics_json", S, True, "validation metrics as JSON"),
+        Column("parent_version", S, True, "version a warm start continued from; null for a cold start"),
     ),
     keys=("model_version",),
 )

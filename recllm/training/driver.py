@@ -6,25 +6,34 @@ builds the tokenizer and the initial model into the version's work folder, and r
 (so it resumes); `run_training` runs `recllm.training.loop.train_fn` on every rank with
 TorchDistributor (rerunning a failed run from its last checkpoint) and registers the URM
 version in `models`.
+
+Warm starts (`choose_start`, then `prepare_training(..., start=...)`): the initial model is
+the newest earlier model (its tokenizer kept, its ID embedding grown by a fresh row per item
+new to the catalogue), trained for `train.warm_epochs` on the examples it never trained on
+plus a `train.warm_replay_fraction` sample of those it did; its `models` row names the parent.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import glob
 import hashlib
 import json
 import logging
 import os
 import shutil
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, replace
 
 import pyarrow.parquet as pq
 import torch
+from pyspark.sql import functions as F
 
 from recllm.lake import Lake
 from recllm.model.backbone import backbone_config_dict, build_backbone, is_causal
 from recllm.model.tokens import neutralize
-from recllm.model.urm import URM, ItemCatalog, URMConfig, control_token_ids
-from recllm.registry import register_model
+from recllm.model.urm import ITEM_INDEX, URM, ItemCatalog, ItemFusion, URMConfig, control_token_ids, load_tokenizer
+from recllm.pipeline.prompts import TRAIN, VALID
+from recllm.registry import ModelNotFoundError, newest_model_before, register_model, resolve_model
 from recllm.training.loop import BEST_DIR, INITIAL_DIR, TrainingPlan, train_fn
 from schemas import ITEM_FEATURES, ITEMS, PROMPTS
 
@@ -33,26 +42,132 @@ log = logging.getLogger(__name__)
 PLACEMENT_KEYS = ("local_mode", "use_gpu", "torch_threads", "max_attempts", "model_root", "checkpoint_every_steps")
 """`train:` keys saying where and how ranks run; they do not name a different model."""
 
+WARM_KEYS = ("warm_start", "warm_epochs", "warm_patience", "warm_replay_fraction", "warm_lr_scale")
+"""`train:` keys that only shape a warm-started run: a cold version's name leaves them out."""
 
-def model_version_for(ds: str, config, id_only: bool = False) -> str:
+WARM_EXAMPLES_DIR = "warm_examples"
+"""Under a warm version's work folder: the Parquet files of the examples it trains and validates on."""
+
+
+def model_version_for(ds: str, config, id_only: bool = False, parent_version: str | None = None) -> str:
     """Deterministic for a run date and the settings that shape the model, so reruns resume.
 
     Where and how the ranks run (`PLACEMENT_KEYS`) is left out: a cluster run and a local
-    run of the same settings train the same version.
+    run of the same settings train the same version. A warm start (`parent_version`) also
+    hashes its parent and the warm settings, and ends in `-warm`, so it never takes the
+    name of the same day's cold model.
     """
-    train = {k: v for k, v in asdict(config.train).items() if k not in PLACEMENT_KEYS}
-    shape = json.dumps([asdict(config.model), train, asdict(config.prompts)], sort_keys=True)
-    return f"{'sasrec' if id_only else 'urm'}-{ds}-{hashlib.sha256(shape.encode()).hexdigest()[:8]}"
+    train = {k: v for k, v in asdict(config.train).items() if k not in PLACEMENT_KEYS + WARM_KEYS}
+    shape = [asdict(config.model), train, asdict(config.prompts)]
+    if parent_version is not None:
+        shape += [{k: getattr(config.train, k) for k in WARM_KEYS}, parent_version]
+    digest = hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:8]
+    return f"{'sasrec' if id_only else 'urm'}-{ds}-{digest}{'-warm' if parent_version is not None else ''}"
 
 
-def prepare_training(lake: Lake, ds: str, config, id_only: bool = False) -> TrainingPlan:
+@dataclass(frozen=True)
+class Start:
+    """How a run starts: cold (`parent_version` None) or warm from a registered model, and why."""
+
+    reason: str
+    parent_version: str | None = None
+    parent_path: str | None = None
+    parent_ds: str | None = None  # the parent's prompt partition: the examples it trained on
+    new_examples: int = 0  # training examples of the day that the parent never trained on
+
+    @property
+    def warm(self) -> bool:
+        return self.parent_version is not None
+
+
+def choose_start(lake: Lake, ds: str, config) -> Start:
+    """Warm from the newest model of an earlier date when it fits, else cold; the reason either way.
+
+    Cold when there is no earlier model, when the last cold model is
+    `nightly.cold_retrain_every_days` or more days old (0: no cold retrain by age), when the
+    newest model's `model:` settings differ from today's, when its folder is gone, when its
+    item indices are not a prefix of today's catalogue, or when the day holds no training
+    example it has not already trained on.
+    """
+    parent = newest_model_before(lake, ds)
+    if parent is None:
+        return Start("no model of an earlier date to start from")
+    every = config.nightly.cold_retrain_every_days
+    if every:
+        last_cold = newest_model_before(lake, ds, cold_only=True)
+        if last_cold is None:
+            return Start(f"cold retrain due: no cold-started model before {ds} "
+                         f"(nightly.cold_retrain_every_days={every})")
+        age = (dt.date.fromisoformat(ds) - dt.date.fromisoformat(last_cold.ds)).days
+        if age >= every:
+            return Start(f"cold retrain due: the last cold model {last_cold.model_version} is {age} day(s) old "
+                         f"(nightly.cold_retrain_every_days={every})")
+    problem = _warm_problem(lake, parent, config)
+    if problem:
+        return Start(f"cannot warm-start from {parent.model_version}: {problem}")
+    new = _train_rows_new_to(lake, ds, parent.ds).where(F.col("_seen").isNull()).count()
+    if not new:
+        return Start(f"no training example of {ds} is new to {parent.model_version}")
+    return Start(f"warm start from {parent.model_version} (ds {parent.ds}) on {new} new training examples",
+                 parent.model_version, parent.path, parent.ds, new)
+
+
+def _warm_problem(lake: Lake, parent, config) -> str | None:
+    """Why `parent` (a `models` row) cannot seed today's model, or None when it can."""
+    saved = json.loads(parent.config_json).get("model", {})
+    differ = sorted(k for k, v in asdict(config.model).items() if saved.get(k) != v)
+    if differ:
+        return f"its model settings differ from today's in {differ}"
+    try:
+        ref = resolve_model(lake, parent.model_version)
+    except ModelNotFoundError as e:
+        return str(e)
+    features = lake.read(ITEM_FEATURES.name)
+    dims = features.agg(F.max(F.size("text_embedding")).alias("text"), F.max(F.size("image_embedding")).alias("image")).first()
+    if (ref.text_dim, ref.image_dim) != (dims.text, max(dims.image or 0, 0)):
+        return (f"its text/image dimensions {ref.text_dim}/{ref.image_dim} differ from today's item_features "
+                f"({dims.text}/{max(dims.image or 0, 0)})")
+    with open(os.path.join(ref.path, ITEM_INDEX)) as f:
+        parent_ids = json.load(f)[:ref.n_items_trained]
+    today = [r.item_id for r in features.where(F.col("item_index") < len(parent_ids)).orderBy("item_index")
+             .select("item_id").collect()]
+    if today != parent_ids:
+        return "its item indices are not a prefix of today's item_features (indices must be stable)"
+    return None
+
+
+def _train_rows_new_to(lake: Lake, ds: str, parent_ds: str):
+    """The training rows of `ds`'s prompts, `_seen` true where the parent's partition trained on the same example."""
+    seen = (lake.read(PROMPTS.name, ds=parent_ds).where(F.col("split") == TRAIN).select("example_id").distinct()
+            .withColumn("_seen", F.lit(True)))
+    return lake.read(PROMPTS.name, ds=ds).where(F.col("split") == TRAIN).join(seen, "example_id", "left")
+
+
+def _write_warm_examples(lake: Lake, ds: str, start: Start, config, out: str) -> list[str]:
+    """The warm run's examples as Parquet under `out` (kept for a rerun): the day's training
+    rows the parent never trained on, a `train.warm_replay_fraction` sample of those it did,
+    and every validation row; returns the files."""
+    if not os.path.exists(os.path.join(out, "_SUCCESS")):
+        rows = _train_rows_new_to(lake, ds, start.parent_ds)
+        replay = rows.where(F.col("_seen")).sample(fraction=config.train.warm_replay_fraction, seed=config.train.seed)
+        valid = lake.read(PROMPTS.name, ds=ds).where(F.col("split") == VALID)
+        (rows.where(F.col("_seen").isNull()).unionByName(replay).drop("_seen").unionByName(valid)
+         .write.mode("overwrite").parquet(out))
+    return sorted(glob.glob(os.path.join(out, "part-*.parquet")))
+
+
+def prepare_training(lake: Lake, ds: str, config, id_only: bool = False, start: Start | None = None) -> TrainingPlan:
     """Write the work folder (catalogue, tokenizer, initial weights) and return the rank plan.
 
     `id_only` prepares the SASRec-style expert instead: the same backbone and loop over
     item ID vectors alone (no prompt text, no text or image features), on one objective's
     examples (`evaluate.expert_objective`), as SASRec learns the next item.
+    A warm `start` (from `choose_start`) starts from its parent instead of fresh weights,
+    on the warm examples, for `train.warm_epochs` with `train.warm_patience`, at `train.lr` times
+    `train.warm_lr_scale`.
     """
-    version = model_version_for(ds, config, id_only)
+    warm = start is not None and start.warm and not id_only
+    version = model_version_for(ds, config, id_only, start.parent_version if warm else None)
     work = os.path.abspath(os.path.join(config.train.model_root, version))
     features = lake.read(ITEM_FEATURES.name).select(
         "item_id", "item_index", "text_embedding", "image_embedding", "n_positive").toPandas()
@@ -65,8 +180,14 @@ def prepare_training(lake: Lake, ds: str, config, id_only: bool = False) -> Trai
     lm_texts = [neutralize(titles.get(i, ""), config.prompts.max_text_chars) for i in catalog.item_ids]
     initial = os.path.join(work, INITIAL_DIR)
     if not os.path.exists(os.path.join(initial, "model.safetensors")):
-        _write_initial_model(initial, config, catalog, _tokenizer_corpus(files, lm_texts), id_only)
+        if warm:
+            _write_warm_initial_model(initial, start.parent_path, catalog, config.train.seed)
+        else:
+            _write_initial_model(initial, config, catalog, _tokenizer_corpus(files, lm_texts), id_only)
     t = config.train
+    if warm:
+        files = _write_warm_examples(lake, ds, start, config, os.path.join(work, WARM_EXAMPLES_DIR))
+        t = replace(t, epochs=t.warm_epochs, patience=t.warm_patience, lr=t.lr * t.warm_lr_scale)
     return TrainingPlan(
         model_version=version,
         work_dir=work,
@@ -90,6 +211,8 @@ def prepare_training(lake: Lake, ds: str, config, id_only: bool = False) -> Trai
         patience=t.patience,
         eval_k=t.eval_k,
         max_train_examples=t.max_train_examples,
+        block_rows=t.block_rows,
+        lm_fraction=t.lm_fraction,
     )
 
 
@@ -114,6 +237,34 @@ def _write_initial_model(initial: str, config, catalog: ItemCatalog, texts: list
     os.rename(initial + ".tmp", initial)
 
 
+def _write_warm_initial_model(initial: str, parent_path: str, catalog: ItemCatalog, seed: int) -> None:
+    """The parent's tokenizer as is and its weights, ID embedding grown to today's catalogue, saved atomically."""
+    model = grow_id_embeddings(URM.from_pretrained(parent_path), len(catalog), seed)
+    model.save_pretrained(initial + ".tmp", load_tokenizer(parent_path), catalog)
+    shutil.rmtree(initial, ignore_errors=True)
+    os.rename(initial + ".tmp", initial)
+
+
+def grow_id_embeddings(model: URM, n_items: int, seed: int = 0) -> URM:
+    """`model` with a learned ID row for each of `n_items` catalogue indices (in place; returned).
+
+    Indices are stable, so the first `n_items_trained` rows keep the model's learned vectors;
+    the rows of items new since are initialised as a fresh model initialises them.
+    """
+    old = model.config.n_items_trained
+    if n_items < old:
+        raise ValueError(f"the catalogue has {n_items} items, fewer than the {old} the model was trained on")
+    config = replace(model.config, n_items_trained=n_items)
+    torch.manual_seed(seed)
+    fresh = ItemFusion(config).id_embedding
+    with torch.no_grad():
+        fresh.weight[:old] = model.fusion.id_embedding.weight[:old].to(fresh.weight.dtype)
+    model.fusion.id_embedding = fresh.to(model.fusion.id_embedding.weight.device)
+    model.fusion.n_items_trained = n_items
+    model.config = config
+    return model
+
+
 def _tokenizer_corpus(files: list[str], item_texts: list[str], limit: int = 50000) -> list[str]:
     texts = list(item_texts)
     for f in files:
@@ -129,23 +280,31 @@ def _use_gpu(setting) -> bool:
     return torch.cuda.is_available()
 
 
-def run_training(lake: Lake, ds: str, config, num_processes: int | None = None, id_only: bool = False) -> dict:
+def run_training(lake: Lake, ds: str, config, num_processes: int | None = None, id_only: bool = False,
+                 start: Start | None = None) -> dict:
     """Fine-tune with TorchDistributor; the URM model's version is registered in `models`.
 
     With `id_only` it trains the SASRec-style expert baseline instead, which is not registered.
-    Returns the ranks' summary plus `model_version` and `path` (the best weights' folder).
+    `start` (from `choose_start`; None: cold) may warm-start from a registered model, whose
+    version the new row's `parent_version` names.
+    Returns the ranks' summary plus `model_version`, `path` (the best weights' folder),
+    `parent_version` (None when cold) and `start_reason`.
     """
     from pyspark.ml.torch.distributor import TorchDistributor
 
-    plan = prepare_training(lake, ds, config, id_only)
+    if start is None or id_only:
+        start = Start("cold start asked for")
+    plan = prepare_training(lake, ds, config, id_only, start)
     n = num_processes or config.train.num_processes
-    log.info("training %s on %d process(es), %s, work dir %s", plan.model_version, n,
-             "GPU" if plan.use_gpu else "CPU", plan.work_dir)
+    log.info("training %s on %d process(es), %s, %s, work dir %s", plan.model_version, n,
+             "GPU" if plan.use_gpu else "CPU", start.reason if start.warm else f"cold start: {start.reason}",
+             plan.work_dir)
     distributor = TorchDistributor(num_processes=n, local_mode=config.train.local_mode, use_gpu=plan.use_gpu)
     result = run_with_retries(lambda: distributor.run(train_fn, plan), config.train.max_attempts)
+    result = {**result, "parent_version": start.parent_version, "start_reason": start.reason}
     path = os.path.join(plan.work_dir, BEST_DIR)
     if not id_only:
-        register_model(lake, ds, config, plan.model_version, path, result)
+        register_model(lake, ds, config, plan.model_version, path, result, parent_version=start.parent_version)
     return {**result, "model_version": plan.model_version, "path": path}
 
 
