@@ -94,10 +94,12 @@ class TrainConfig:
     use_gpu: bool | str = "auto"  # auto | true | false
     torch_threads: int = 0  # CPU threads per rank (0: the host's cores shared among its local ranks)
     max_attempts: int = 2  # runs of the distributed job; a failed one is rerun from its last checkpoint
-    epochs: int = 20
+    epochs: int = 8  # with the cosine schedule, the run's length (Office: as good as 16 constant-rate epochs)
     batch_size: int = 128
     grad_accum_steps: int = 1
     lr: float = 1e-3
+    lr_schedule: str = "cosine"  # constant | cosine: warm up, then decay to 0 over train.epochs (early stopping may end sooner)
+    warmup_fraction: float = 0.05  # cosine only: share of the run's steps spent ramping the rate up from 0
     weight_decay: float = 0.01
     full_softmax_max_items: int = 50000
     num_negatives: int = 4096
@@ -167,6 +169,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "lake.backend": ("auto", "deltars", "native"),
     "prompts.split": ("time", "leave_last_out"),
     "train.use_gpu": ("auto", "true", "false"),
+    "train.lr_schedule": ("constant", "cosine"),
     "score.device": ("auto", "cpu", "cuda"),
 }
 """Keys that take one of a few words (`train.use_gpu` also takes a YAML true or false)."""
@@ -200,6 +203,7 @@ MINIMUMS: dict[str, float] = {
     "train.batch_size": 1,
     "train.grad_accum_steps": 1,
     "train.weight_decay": 0,
+    "train.warmup_fraction": 0,
     "train.full_softmax_max_items": 0,
     "train.num_negatives": 1,
     "train.ctr_loss_weight": 0,
@@ -226,7 +230,8 @@ MINIMUMS: dict[str, float] = {
 }
 """Least allowed value of each count, size and weight."""
 
-MAXIMUMS: dict[str, float] = {"model.id_dropout": 1, "train.lm_fraction": 1, "train.warm_replay_fraction": 1}
+MAXIMUMS: dict[str, float] = {"model.id_dropout": 1, "train.lm_fraction": 1, "train.warm_replay_fraction": 1,
+                               "train.warmup_fraction": 1}
 """Greatest allowed value, where there is one."""
 
 POSITIVE = ("model.initializer_range", "model.init_scale", "train.lr", "train.warm_lr_scale")

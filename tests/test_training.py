@@ -25,7 +25,7 @@ from recllm.pipeline.features import run_features
 from recllm.pipeline.ingest import run_ingest
 from recllm.training.checkpoints import load_checkpoint
 from recllm.training.driver import prepare_training, run_training
-from recllm.training.loop import train_fn
+from recllm.training.loop import lr_factor, train_fn
 from recllm.training.stream import shard_ranges
 from udfs.text import text_embedding_udf
 
@@ -53,6 +53,18 @@ def world(spark, tmp_path_factory):
 def trained(world):
     result = run_training(world["lake"], world["ds"], world["config"], num_processes=2)
     return result
+
+
+def test_the_cosine_schedule_warms_up_then_decays_to_zero_by_the_last_step():
+    total = 200
+    factors = [lr_factor("cosine", step, total, warmup_fraction=0.05) for step in range(total)]
+    assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)  # 10 warm-up steps
+    assert all(a >= b for a, b in zip(factors[9:], factors[10:]))
+    assert factors[-1] < 0.001 and factors[total // 2 + 5] == pytest.approx(0.5, abs=0.01)
+
+
+def test_the_constant_schedule_keeps_the_configured_rate():
+    assert {lr_factor("constant", step, 50, 0.05) for step in range(60)} == {1.0}
 
 
 @pytest.mark.parametrize("counts, world", [([36014, 11349], 2), ([5, 0, 7, 1], 3), ([2], 4), ([10, 10], 1)])

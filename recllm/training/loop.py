@@ -64,6 +64,8 @@ class TrainingPlan:
     block_rows: int = 8192  # prompt rows a rank reads, tokenises and shuffles at a time (its memory bound)
     lm_fraction: float = 1.0  # share of retrieval examples that carry their LM target
     max_steps: int = 0  # stop after this many optimizer steps (0: no cap; benchmarks)
+    lr_schedule: str = "constant"  # constant | cosine (warm-up, then decay to 0 over `epochs`)
+    warmup_fraction: float = 0.05
     flop_sample_every: int = 20  # count the FLOPs of every n-th batch (the counter slows the batch it counts)
 
 
@@ -113,6 +115,20 @@ def valid_recall_counts(model: URM, valid: ShardStream, collator: Collator, cata
             count += len(part)
     raw.train()
     return hits, count
+
+
+def lr_factor(schedule: str, step: int, total_steps: int, warmup_fraction: float) -> float:
+    """The learning rate at optimizer step `step` of `total_steps`, as a multiple of `train.lr`.
+
+    A function of the step alone, so a resumed run picks up the schedule where it stopped.
+    """
+    if schedule == "constant":
+        return 1.0
+    warmup = max(1, int(total_steps * warmup_fraction))
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def lm_sample(targets: list, fraction: float, seed: list[int]) -> list:
@@ -185,6 +201,7 @@ def _train(plan: TrainingPlan, rank: int, world: int, device, use_cuda: bool) ->
     if n_batches == 0:
         raise ValueError("no training examples: every rank needs at least one (fewer processes, or more data)")
 
+    total_steps = plan.epochs * math.ceil(n_batches / accum)
     ddp = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True) if world > 1 else model
     optimizer = torch.optim.AdamW(model.parameters(), lr=plan.lr, weight_decay=plan.weight_decay)
     sampling = None
@@ -237,6 +254,8 @@ def _train(plan: TrainingPlan, rank: int, world: int, device, use_cuda: bool) ->
                 counted_tokens += tokens
             if (b + 1) % accum == 0 or b + 1 == n_batches:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                for group in optimizer.param_groups:
+                    group["lr"] = plan.lr * lr_factor(plan.lr_schedule, state["step"], total_steps, plan.warmup_fraction)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
                 state["step"] += 1
