@@ -11,6 +11,7 @@ from dataclasses import asdict
 
 import numpy as np
 import pytest
+import torch
 from pyspark.sql import functions as F
 
 from recllm.config import load_config
@@ -25,7 +26,7 @@ from recllm.pipeline.features import run_features
 from recllm.pipeline.ingest import run_ingest
 from recllm.training.checkpoints import load_checkpoint
 from recllm.training.driver import prepare_training, run_training
-from recllm.training.loop import lr_factor, train_fn
+from recllm.training.loop import lr_schedule, train_fn
 from recllm.training.stream import shard_ranges
 from udfs.text import text_embedding_udf
 
@@ -55,16 +56,30 @@ def trained(world):
     return result
 
 
+def _rates(schedule: str, steps: int, total: int, done: int = 0) -> list[float]:
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=0.01)
+    scheduler = lr_schedule(optimizer, schedule, total, warmup_fraction=0.05, done_steps=done)
+    rates = []
+    for _ in range(steps):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return rates
+
+
 def test_the_cosine_schedule_warms_up_then_decays_to_zero_by_the_last_step():
-    total = 200
-    factors = [lr_factor("cosine", step, total, warmup_fraction=0.05) for step in range(total)]
-    assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)  # 10 warm-up steps
-    assert all(a >= b for a, b in zip(factors[9:], factors[10:]))
-    assert factors[-1] < 0.001 and factors[total // 2 + 5] == pytest.approx(0.5, abs=0.01)
+    rates = _rates("cosine", 200, 200)
+    assert rates[0] == 0.0 and rates[10] == pytest.approx(0.01)  # 10 warm-up steps
+    assert all(a <= b for a, b in zip(rates[:10], rates[1:11])) and all(a >= b for a, b in zip(rates[10:], rates[11:]))
+    assert rates[-1] < 1e-5 and rates[105] == pytest.approx(0.005, abs=1e-4)
+
+
+def test_a_resumed_run_continues_on_the_same_learning_rate_curve():
+    assert _rates("cosine", 80, 200, done=120) == pytest.approx(_rates("cosine", 200, 200)[120:])
 
 
 def test_the_constant_schedule_keeps_the_configured_rate():
-    assert {lr_factor("constant", step, 50, 0.05) for step in range(60)} == {1.0}
+    assert set(_rates("constant", 60, 50)) == {0.01}
 
 
 @pytest.mark.parametrize("counts, world", [([36014, 11349], 2), ([5, 0, 7, 1], 3), ([2], 4), ([10, 10], 1)])

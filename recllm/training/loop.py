@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from transformers import get_constant_schedule, get_cosine_schedule_with_warmup
 
 from recllm.model.batching import Collator
 from recllm.model.urm import URM, ItemCatalog, LossTargets, load_tokenizer
@@ -117,18 +118,18 @@ def valid_recall_counts(model: URM, valid: ShardStream, collator: Collator, cata
     return hits, count
 
 
-def lr_factor(schedule: str, step: int, total_steps: int, warmup_fraction: float) -> float:
-    """The learning rate at optimizer step `step` of `total_steps`, as a multiple of `train.lr`.
+def lr_schedule(optimizer: torch.optim.Optimizer, schedule: str, total_steps: int, warmup_fraction: float,
+                done_steps: int = 0) -> torch.optim.lr_scheduler.LambdaLR:
+    """transformers' constant or cosine-with-warm-up schedule over `total_steps`, placed at `done_steps`.
 
-    A function of the step alone, so a resumed run picks up the schedule where it stopped.
+    A resumed run builds it at its checkpoint's step and so continues on the same curve.
     """
+    for group in optimizer.param_groups:
+        group.setdefault("initial_lr", group["lr"])
     if schedule == "constant":
-        return 1.0
+        return get_constant_schedule(optimizer, last_epoch=done_steps - 1)
     warmup = max(1, int(total_steps * warmup_fraction))
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
-    return 0.5 * (1.0 + math.cos(math.pi * progress))
+    return get_cosine_schedule_with_warmup(optimizer, warmup, total_steps, last_epoch=done_steps - 1)
 
 
 def lm_sample(targets: list, fraction: float, seed: list[int]) -> list:
@@ -221,6 +222,7 @@ def _train(plan: TrainingPlan, rank: int, world: int, device, use_cuda: bool) ->
         log.info("resumed from checkpoint at step %d (epoch %d, batch %d, block %d batch %d)", state["step"],
                  state["epoch"], state["batch"], *state["position"])
 
+    scheduler = lr_schedule(optimizer, plan.lr_schedule, total_steps, plan.warmup_fraction, state["step"])
     t0, seen, tokens_seen = time.time(), 0, 0
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_cuda else torch.autocast("cpu", enabled=False)
     if use_cuda:
@@ -254,9 +256,8 @@ def _train(plan: TrainingPlan, rank: int, world: int, device, use_cuda: bool) ->
                 counted_tokens += tokens
             if (b + 1) % accum == 0 or b + 1 == n_batches:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                for group in optimizer.param_groups:
-                    group["lr"] = plan.lr * lr_factor(plan.lr_schedule, state["step"], total_steps, plan.warmup_fraction)
                 optimizer.step()
+                scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 state["step"] += 1
             losses.append(float(loss.detach()))
