@@ -94,11 +94,11 @@ class TrainConfig:
     use_gpu: bool | str = "auto"  # auto | true | false
     torch_threads: int = 0  # CPU threads per rank (0: the host's cores shared among its local ranks)
     max_attempts: int = 2  # runs of the distributed job; a failed one is rerun from its last checkpoint
-    epochs: int = 8  # with the cosine schedule, the run's length (Office: as good as 16 constant-rate epochs)
+    epochs: int = 20
     batch_size: int = 128
     grad_accum_steps: int = 1
     lr: float = 1e-3
-    lr_schedule: str = "cosine"  # constant | cosine: warm up, then decay to 0 over train.epochs (early stopping may end sooner)
+    lr_schedule: str = "constant"  # constant | cosine: warm up, then decay to 0 over train.epochs (early stopping may end sooner)
     warmup_fraction: float = 0.05  # cosine only: share of the run's steps spent ramping the rate up from 0
     weight_decay: float = 0.01
     full_softmax_max_items: int = 50000

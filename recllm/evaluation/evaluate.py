@@ -190,8 +190,7 @@ def train_expert(lake: Lake, ds: str, config) -> dict:
     Its training sequences are rebuilt from the train rows of `evaluate.expert_objective`
     (`sasrec.user_sequences`: every position of each user's sequence predicts the next item);
     its valid rows (history -> target) early-stop it, within `evaluate.expert_epochs` epochs. One
-    process, on `train.torch_threads` threads (0: one thread: its hidden-64 matmuls gain nothing
-    from a second, and lose much when another job holds the other core).
+    process, on `train.torch_threads` threads (0: every core this process may use).
     Returns `fit`'s summary (epochs, examples_per_s, peak_memory_bytes, ...) with `path` and
     `model_version`.
     """
@@ -210,7 +209,7 @@ def train_expert(lake: Lake, ds: str, config) -> dict:
                   & valid["history_item_ids"].map(lambda h: all(i in index for i in h))]
     expert_config = SASRecConfig(n_items=len(item_ids), epochs=config.evaluate.expert_epochs, seed=config.train.seed)
     model, summary = fit(expert_config, sequences, [[index[i] for i in h] for h in valid["history_item_ids"]],
-                         [index[t[0]] for t in valid["target_item_ids"]], threads=config.train.torch_threads or 1)
+                         [index[t[0]] for t in valid["target_item_ids"]], threads=config.train.torch_threads or None)
     shape = json.dumps([asdict(expert_config), objective, asdict(config.prompts)], sort_keys=True, default=str)
     version = f"{EXPERT_NAME}-{ds}-{hashlib.sha256(shape.encode()).hexdigest()[:8]}"
     path = os.path.abspath(os.path.join(config.train.model_root, version))
