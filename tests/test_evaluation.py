@@ -4,6 +4,7 @@ the SASRec expert trains on the prompts table and is ranked beside the model as 
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import torch
@@ -11,7 +12,8 @@ import torch
 from recllm.config import load_config
 from recllm.data.synthetic import SyntheticConfig, generate
 from recllm.evaluation.baselines import drop_excluded, popularity_ranking
-from recllm.evaluation.evaluate import EXPERT_NAME, evaluate, expert_top_k, history_exclusions, top_k_kept, train_expert
+from recllm.evaluation.evaluate import (EXPERT_NAME, evaluate, expert_top_k, history_exclusions, interactions_before_test,
+                                        top_k_kept, train_expert)
 from recllm.evaluation.metrics import ndcg_at_k, recall_at_k
 from recllm.evaluation.sasrec import SASRec, SASRecConfig
 from recllm.lake import Lake
@@ -48,6 +50,17 @@ def test_a_baseline_ranked_k_plus_the_longest_history_deep_still_fills_k_after_m
     popular = popularity_ranking(["i0", "i0", "i0", "i1", "i1", "i2", "i3", "i4"], INDEX, 2 + 2)
     masked = drop_excluded(np.tile(popular, (2, 1)), [[0, 1], [2]], 2)
     assert masked.tolist() == [[2, 3], [0, 1]]
+
+
+def test_baselines_learn_only_from_retrieval_targets_before_the_test_period():
+    prompts = pd.DataFrame({
+        "user_id": ["u1", "u1", "u2", "u2", "u1"],
+        "split": ["train", "valid", "train", "test", "train"],
+        "target_item_ids": [["i1"], ["i2"], ["i1"], ["i9"], ["i5"]],
+        "label": [None, None, None, None, 1.0],  # the last: a clicked impression (CTR row), not a retrieval target
+    })
+    before = interactions_before_test(prompts)
+    assert before.values.tolist() == [["u1", "i1"], ["u1", "i2"], ["u2", "i1"]]  # no test-period i9
 
 
 def test_the_expert_ranks_catalogue_indices_by_item_id_without_excluded_items():

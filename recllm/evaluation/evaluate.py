@@ -12,7 +12,8 @@ frequent training targets), implicit ALS (Spark MLlib, on every retrieval target
 the test period), the ID-only expert when one was trained: a SASRec (`recllm.evaluation.sasrec`:
 causal self-attention over item IDs, full-softmax cross-entropy at every position, no text),
 trained on the expert objective's train rows and early-stopped on its valid rows, ranking
-each test row from its history, and, for CTR, a gradient-boosted expert on user/item features.
+each test row from its history, and, for CTR, a gradient-boosted expert on user/item features
+(its item popularity counted on the same interactions before the test period as ALS's).
 """
 
 from __future__ import annotations
@@ -103,7 +104,10 @@ def evaluate(lake: Lake, ds: str, model_dir: str, model_version: str, batch_size
     k = max(CUTOFFS)
     # baselines rank this deep, so that k items remain once a row's history is dropped
     depth = k + (max(map(len, test.loc[~is_ctr, "history_item_ids"]), default=0) if mask_history else 0)
-    als = timed(ALS_NAME, _als, lake, prompts, sorted(test.loc[~is_ctr, "user_id"].unique()), scorer.index, depth)
+    before = interactions_before_test(prompts)
+    # not item_features.n_positive: that counts the test day's own clicks
+    positives_before = before.drop_duplicates()["item_id"].value_counts().to_dict()
+    als = timed(ALS_NAME, _als, lake, before, sorted(test.loc[~is_ctr, "user_id"].unique()), scorer.index, depth)
     rows: list[dict] = []
     for objective, group in test.groupby("objective"):
         users = timed(model_version, _user_vectors, scorer, group, batch_size)
@@ -114,8 +118,7 @@ def evaluate(lake: Lake, ds: str, model_dir: str, model_version: str, batch_size
             rows += _rows(ds, model_version, objective, ctr_metrics(group, p), len(group))
             if train["label"].nunique() == 2:
                 categories = dict(lake.read(ITEMS.name).select("item_id", "category").toPandas().itertuples(index=False))
-                positives = dict(zip(features["item_id"], features["n_positive"]))
-                p = timed(CTR_EXPERT_NAME, ctr_expert, lake.spark, train, group, categories, positives)
+                p = timed(CTR_EXPERT_NAME, ctr_expert, lake.spark, train, group, categories, positives_before)
                 rows += _rows(ds, CTR_EXPERT_NAME, objective, ctr_metrics(group, p), len(group))
             continue
         exclude = (history_exclusions(group["history_item_ids"], group["target_item_ids"], scorer.index)
@@ -173,12 +176,17 @@ def ctr_metrics(group: pd.DataFrame, p: np.ndarray) -> dict:
             ("logloss", 0): log_loss(labels, p)}
 
 
-def _als(lake: Lake, prompts: pd.DataFrame, users: list[str], index: dict[str, int], k: int) -> dict[str, np.ndarray]:
-    """ALS top-k per test user, fitted on every retrieval target before the test period."""
+def interactions_before_test(prompts: pd.DataFrame) -> pd.DataFrame:
+    """(user_id, item_id) of every retrieval target in the train and valid rows: what baselines may learn from."""
+    before = prompts[prompts["split"].isin(["train", "valid"]) & prompts["label"].isna()]
+    return pd.DataFrame({"user_id": before["user_id"].to_numpy(),
+                         "item_id": before["target_item_ids"].map(lambda t: t[0]).to_numpy()})
+
+
+def _als(lake: Lake, interactions: pd.DataFrame, users: list[str], index: dict[str, int], k: int) -> dict[str, np.ndarray]:
+    """ALS top-k per test user, fitted on the `interactions` before the test period."""
     if not users:
         return {}
-    before = prompts[prompts["split"].isin(["train", "valid"]) & prompts["label"].isna()]
-    interactions = pd.DataFrame({"user_id": before["user_id"], "item_id": before["target_item_ids"].map(lambda t: t[0])})
     fallback = popularity_ranking(interactions["item_id"].tolist(), index, k)
     ranked = als_rankings(lake.spark, interactions, users, index, k, fallback)
     return dict(zip(users, ranked))
