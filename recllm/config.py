@@ -84,6 +84,7 @@ class ModelConfig:
     init_scale: float = 20.0
     id_dropout: float = 0.5  # share of training lookups without the ID vector: text/image must carry the item
     lm_loss_weight: float = 0.1
+    ctr_history: bool = False  # the CTR logit also weighs the impressed item's mean similarity to the history's items
     slot_attention: bool = True  # each query token pools the history's slots by attention (else the mean)
 
 

