@@ -8,6 +8,7 @@ import torch
 
 from recllm.config import ModelConfig
 from recllm.model.batching import Collator
+from recllm.model.inference import Scorer
 from recllm.model.tokens import ITEM_SLOT, LM_TOKEN, QUERY_TOKEN, neutralize
 from recllm.model.urm import URM, ItemCatalog, LossTargets
 from tests.helpers import N_ITEMS, tiny_catalog, tiny_model
@@ -179,6 +180,21 @@ def test_saved_model_reloads_through_from_pretrained_and_scores_identically(toke
                             reloaded.item_vectors(reloaded_catalog))
     assert torch.equal(a, b)
     assert reloaded_catalog.item_ids == catalog.item_ids
+
+
+def test_a_saved_ctr_history_model_scores_clicks_from_the_history_item_ids(tokenizer, tmp_path):
+    model = tiny_model(tokenizer, ctr_history=True).eval()
+    catalog = tiny_catalog()
+    model.save_pretrained(str(tmp_path / "m"), tokenizer, catalog)
+    scorer = Scorer.load(str(tmp_path / "m"), device="cpu")
+    ids = catalog.item_ids
+    histories = [[ids[1], ids[2]], [], [ids[4]]]
+    users = torch.nn.functional.normalize(torch.randn(3, 3, model.config.out_dim), dim=-1)
+    with torch.no_grad():
+        w = model.item_vectors(catalog)
+        history = torch.stack([w[[1, 2]].mean(dim=0), torch.zeros_like(w[0]), w[4]])
+        expected = model.click_probability(users, w[[0, 3, 5]], history).numpy()
+    np.testing.assert_allclose(scorer.click_probability(users, [0, 3, 5], histories), expected, atol=1e-6)
 
 
 def test_a_model_directory_without_safetensors_is_refused(tmp_path):

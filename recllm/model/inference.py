@@ -104,10 +104,9 @@ class Scorer:
         idx = torch.as_tensor(items, device=self.device, dtype=torch.long)
         history = None
         if self.model.config.ctr_history:
-            slots = [(row, self._item_index(i)) for row, h in enumerate(histories) for i in h]
-            rows = torch.as_tensor([r for r, _ in slots], device=self.device, dtype=torch.long)
-            cols = torch.as_tensor([c for _, c in slots], device=self.device, dtype=torch.long)
-            history = self.model.history_vectors(self.item_vectors[cols], rows, len(items))
+            rows = torch.as_tensor([r for r, h in enumerate(histories) for _ in h], device=self.device, dtype=torch.long)
+            slots = torch.as_tensor([self._item_index(i) for h in histories for i in h], device=self.device, dtype=torch.long)
+            history = self.model.history_vectors(self.item_vectors[slots], rows, len(items))
         return self.model.click_probability(users, self.item_vectors[idx], history).float().cpu().numpy()
 
 
