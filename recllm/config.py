@@ -99,7 +99,7 @@ class TrainConfig:
     batch_size: int = 128
     grad_accum_steps: int = 1
     lr: float = 1e-3
-    lr_schedule: str = "constant"  # constant | cosine: warm up, then decay to 0 over train.epochs (early stopping may end sooner)
+    lr_schedule: str = "cosine"  # cosine: warm up, then decay to 0 over train.epochs (early stopping may end sooner) | constant
     warmup_fraction: float = 0.05  # cosine only: share of the run's steps spent ramping the rate up from 0
     weight_decay: float = 0.01
     full_softmax_max_items: int = 50000

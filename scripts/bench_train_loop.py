@@ -45,7 +45,7 @@ from recllm.nightly import land_and_prepare
 from recllm.session import build_spark
 from recllm.training.checkpoints import CHECKPOINT_DIR
 from recllm.training.driver import prepare_training
-from recllm.training.loop import BEST_DIR, INITIAL_DIR, TrainingPlan, lm_sample, train_fn
+from recllm.training.loop import BEST_DIR, INITIAL_DIR, TrainingPlan, train_fn
 from recllm.training.stream import ShardStream, lm_target_tokens
 
 
@@ -88,13 +88,12 @@ def plain_batches(plan: TrainingPlan, steps: int):
     batches = []
     for rank in range(2):
         stream = ShardStream(plan.files, rank, 2, "train", collator, index, lm_tokens, None, plan.block_rows)
-        for n, (position, ex) in enumerate(stream.batches(plan.batch_size, plan.seed + rank)):
+        for n, (_, ex) in enumerate(stream.batches(plan.batch_size, plan.seed + rank, lm_fraction=plan.lm_fraction)):
             if n == steps:
                 break
-            lm = lm_sample(ex.lm_target, plan.lm_fraction, [plan.seed, 0, *position])
             targets = LossTargets(items=torch.as_tensor(ex.item), labels=torch.as_tensor(ex.label, dtype=torch.float32),
                                   ctr_weight=plan.ctr_loss_weight, lm_weight=plan.lm_loss_weight)
-            batches.append((collator(ex.tokens, ex.history, lm), targets, len(ex)))
+            batches.append((collator(ex.tokens, ex.history, ex.lm_target), targets, len(ex)))
     return batches, catalog
 
 

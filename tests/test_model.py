@@ -10,6 +10,7 @@ from recllm.config import ModelConfig
 from recllm.model.batching import Collator
 from recllm.model.inference import Scorer
 from recllm.model.tokens import ITEM_SLOT, LM_TOKEN, QUERY_TOKEN, neutralize
+from recllm.model import urm as urm_module
 from recllm.model.urm import URM, ItemCatalog, LossTargets
 from tests.helpers import N_ITEMS, tiny_catalog, tiny_model
 
@@ -103,6 +104,53 @@ def test_padding_never_changes_a_rows_result_and_no_score_is_nan(tokenizer):
         alone, _ = model.encode(batch_of(model, tokenizer, PROMPTS[2:], HISTORIES[2:]), catalog)
     assert torch.allclose(together[2], alone[0], atol=1e-5)
     assert not torch.isnan(together).any()
+
+
+MIXED_PROMPTS = [  # two objectives' instructions, rows of different lengths, one row sharing nothing
+    "Recommend items this user will click next. History: clicked <|item|> bought <|item|>",
+    "Recommend items this user will buy next. History: liked <|item|>",
+    "Recommend items this user will click next. History: liked <|item|>",
+    "Recommend items this user will buy next. History:",
+    "Something else entirely. History: clicked <|item|>",
+]
+MIXED_HISTORIES = [[1, 2], [5], [7], [], [3]]
+
+
+def test_rows_sharing_a_start_are_grouped_by_it_and_no_start_runs_past_an_item_slot(tokenizer):
+    model = tiny_model(tokenizer)
+    batch = batch_of(model, tokenizer, MIXED_PROMPTS, MIXED_HISTORIES)
+    groups = urm_module.shared_starts(batch.input_ids, batch.attention_mask, model._stop_tokens())
+    assert sorted(sorted(rows) for rows, _ in groups) == [[0, 2], [1, 3]]  # row 4 shares too little
+    for rows, length in groups:
+        assert length >= urm_module.MIN_SHARED_PREFIX
+        assert (batch.input_ids[rows, :length] == batch.input_ids[rows[0], :length]).all()
+        assert (batch.slot_cols[torch.isin(batch.slot_rows, torch.tensor(rows))] >= length).all()
+    one = batch_of(model, tokenizer, ["History: clicked <|item|> x", "History: clicked <|item|> y"], [[1], [2]])
+    assert urm_module.shared_starts(one.input_ids, one.attention_mask, model._stop_tokens()) == [
+        ([0, 1], int(one.slot_cols[0]))]
+
+
+def test_shared_starts_run_once_with_the_states_and_gradients_of_running_every_row_whole(tokenizer, monkeypatch):
+    model = tiny_model(tokenizer, ctr_history=True).train()
+    catalog = tiny_catalog()
+    batch = batch_of(model, tokenizer, MIXED_PROMPTS, MIXED_HISTORIES)
+    targets = LossTargets(items=torch.tensor([3, 6, 9, 2, 4]),
+                          labels=torch.tensor([float("nan"), float("nan"), 1.0, float("nan"), 0.0]))
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def loss_hidden_and_grads():
+        users, hidden, slots = model.encode_with_slots(batch, catalog)
+        loss, _ = model.joint_loss(users, hidden, batch, catalog, targets, slots)
+        return loss, hidden, torch.autograd.grad(loss, params, allow_unused=True)
+
+    once = loss_hidden_and_grads()
+    monkeypatch.setattr(urm_module, "MIN_SHARED_PREFIX", 10**6)  # every row run whole
+    whole = loss_hidden_and_grads()
+    real = batch.attention_mask.bool()
+    assert torch.allclose(once[0], whole[0], atol=1e-5)
+    assert torch.allclose(once[1][real], whole[1][real], atol=1e-5)
+    for a, b in zip(once[2], whole[2]):
+        assert (a is None) == (b is None) and (a is None or torch.allclose(a, b, atol=1e-4, rtol=1e-3))
 
 
 def test_click_probabilities_are_probabilities(tokenizer):

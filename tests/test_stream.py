@@ -81,6 +81,19 @@ def test_batches_group_similar_lengths_and_the_seed_changes_the_order(prompt_fil
     assert again == [ex.tokens for ex in batches] and other != again
 
 
+def test_batches_group_lengths_counting_the_lm_targets_drawn_for_the_epoch(prompt_files, collator):
+    index = {item: k for k, item in enumerate(ITEM_IDS)}
+    lm_tokens = [[7] * (3 + 5 * (k % 3)) for k in range(N_ITEMS)]  # targets of 3, 8 or 13 tokens
+    stream = ShardStream(prompt_files, 0, 1, "train", collator, index, lm_tokens, block_rows=64)
+    batches = [ex for _, ex in stream.batches(8, seed=1, lm_fraction=0.5)]
+    carried = [t is not None for ex in batches for t in ex.lm_target]
+    assert 0.25 < np.mean(carried) < 0.5  # half the retrieval rows (3 in 4 rows); CTR rows never carry one
+    spread = np.mean([np.ptp(ex.lengths()) for ex in batches])
+    assert spread < 0.5 * np.ptp(np.concatenate([ex.lengths() for ex in batches]))
+    again = [ex.lm_target for _, ex in stream.batches(8, seed=1, lm_fraction=0.5)]
+    assert again == [ex.lm_target for ex in batches]
+
+
 def test_a_resumed_epoch_continues_with_exactly_the_batches_it_had_left(prompt_files, collator):
     stream = _stream(prompt_files, collator)
     whole = list(stream.batches(8, seed=5))
@@ -108,7 +121,7 @@ def test_rows_naming_items_missing_from_the_catalogue_are_left_out(prompt_files,
 
 def test_length_buckets_cut_a_block_into_batches_of_at_most_the_batch_size():
     rng = np.random.default_rng(0)
-    tokens = [[1] * n for n in rng.integers(1, 40, 100)]
-    batches = length_buckets(tokens, 16, rng)
+    lengths = rng.integers(1, 40, 100)
+    batches = length_buckets(lengths, 16, rng)
     assert sorted(np.concatenate(batches).tolist()) == list(range(100))
     assert max(map(len, batches)) == 16 and len(batches) == 7

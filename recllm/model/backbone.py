@@ -30,7 +30,9 @@ from transformers import (
 from recllm.config import ModelConfig
 from recllm.model.tokens import BOS, CONTROL_TOKENS, EOS, ITEM_SLOT, LM_TOKEN, PAD, QUERY_TOKEN, UNK
 
-ENCODER_TYPES = {"bert", "roberta", "distilbert", "xlm-roberta", "mpnet", "electra", "deberta", "deberta-v2"}
+ENCODER_TYPES = {"bert", "roberta", "distilbert", "xlm-roberta", "mpnet", "electra", "deberta", "deberta-v2", "modernbert",
+                 "albert", "camembert", "mobilebert", "roformer", "nomic_bert", "megatron-bert", "ernie", "xlm"}
+"""Bidirectional model types: no LM head, and no shared-start cache (a later token changes an earlier state)."""
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:

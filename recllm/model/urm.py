@@ -45,6 +45,51 @@ CONFIG = "urm_config.json"
 CATALOG = "catalog.safetensors"
 ITEM_INDEX = "item_index.json"
 
+MIN_SHARED_PREFIX = 4
+"""Rows that share fewer leading tokens run whole (a shared start costs a second, small pass)."""
+
+
+def shared_starts(input_ids: torch.Tensor, attention_mask: torch.Tensor, stop: set[int]) -> list[tuple[list[int], int]]:
+    """Groups of rows (row indices, length) that start with the same `length` >= MIN_SHARED_PREFIX tokens.
+
+    A row's start ends at its first `stop` token (item slot, query, LM marker or padding),
+    so a start never holds anything that differs between rows. The rows are sorted by their
+    starts and the sorted run is cut where that saves the most tokens: a group of n rows
+    sharing p tokens saves (n - 1) * p. Rows in no group are left out; no group: [].
+    """
+    n_rows = input_ids.shape[0]
+    if n_rows < 2:
+        return []
+    heads = []
+    for row, n in zip(input_ids.tolist(), attention_mask.sum(dim=1).tolist()):
+        k = 0
+        while k < n and row[k] not in stop:
+            k += 1
+        heads.append(row[:k])
+    order = sorted(range(n_rows), key=lambda r: heads[r])
+
+    def common(a: list[int], b: list[int]) -> int:
+        k = 0
+        while k < min(len(a), len(b)) and a[k] == b[k]:
+            k += 1
+        return k
+
+    adjacent = [common(heads[a], heads[b]) for a, b in zip(order, order[1:])]
+
+    def best(lo: int, hi: int) -> tuple[int, list[tuple[list[int], int]]]:
+        """(tokens saved, groups) for the sorted rows lo..hi (inclusive)."""
+        if lo == hi:
+            return 0, []
+        q = min(adjacent[lo:hi])
+        whole = (hi - lo) * q if q >= MIN_SHARED_PREFIX else 0
+        cut = lo + adjacent[lo:hi].index(q)
+        left, right = best(lo, cut), best(cut + 1, hi)
+        if left[0] + right[0] > whole or whole == 0:
+            return left[0] + right[0], left[1] + right[1]
+        return whole, [(order[lo:hi + 1], q)]
+
+    return best(0, n_rows - 1)[1]
+
 
 @dataclass
 class URMConfig:
@@ -239,30 +284,88 @@ class URM(nn.Module):
 
     def forward(self, batch: Batch, catalog: ItemCatalog, targets: LossTargets | None = None):
         """User vectors and hidden states; with `targets`, the joint training loss instead."""
-        users, hidden = self.encode(batch, catalog)
+        users, hidden, slot_vectors = self.encode_with_slots(batch, catalog)
         if targets is None:
             return users, hidden
-        return self.joint_loss(users, hidden, batch, catalog, targets)
+        return self.joint_loss(users, hidden, batch, catalog, targets, slot_vectors)
 
     def encode(self, batch: Batch, catalog: ItemCatalog) -> tuple[torch.Tensor, torch.Tensor]:
         """Unit user vectors [B, M, out_dim] and the backbone's last hidden states [B, T, H]."""
+        users, hidden, _ = self.encode_with_slots(batch, catalog)
+        return users, hidden
+
+    def encode_with_slots(self, batch: Batch, catalog: ItemCatalog) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`encode`'s two, and the unit output vectors of the history's slots [S, out_dim], from the very fused
+        vectors the prompt read (in training: the same ID-dropout draw), for the CTR head's history term."""
         emb = self.backbone.get_input_embeddings()(batch.input_ids)
         has_slots = len(batch.slot_items) > 0
+        slot_values = emb.new_zeros(0, self.config.out_dim)
         if has_slots:
             fused = self.fusion(batch.slot_items, catalog)
             emb = emb.index_put((batch.slot_rows, batch.slot_cols), fused.to(emb.dtype))
+            slot_values = self.item_head(fused)
         rows = torch.arange(emb.shape[0], device=emb.device).unsqueeze(1).expand_as(batch.query_cols)
         queries = self.query_tokens.to(emb.dtype).unsqueeze(0).expand(emb.shape[0], -1, -1)
         emb = emb.index_put((rows, batch.query_cols), queries)
-        hidden = self.backbone(inputs_embeds=emb, attention_mask=batch.attention_mask).last_hidden_state
+        hidden = self.backbone_states(emb, batch)
         query_states = hidden[rows, batch.query_cols]
         user = self.user_head(query_states)
         if self.config.slot_readout and has_slots:
-            pooled = self.slot_pool(hidden, batch, query_states, self.item_head(fused).to(user.dtype))
+            pooled = self.slot_pool(hidden, batch, query_states, slot_values.to(user.dtype))
             if self.slot_gate is not None:  # the instruction may turn the history down, or against it
                 pooled = pooled * (1.0 + self.slot_gate(query_states))
             user = user + pooled
-        return F.normalize(user, dim=-1), hidden
+        return F.normalize(user, dim=-1), hidden, F.normalize(slot_values, dim=-1)
+
+    def backbone_states(self, emb: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """The backbone's last hidden states [B, T, H] of the prompt embeddings.
+
+        A causal backbone runs the tokens a group of rows starts with (an objective's
+        instruction and scenario, often half a prompt) once per group, as a key/value cache
+        that each row's remaining tokens attend to, at their own positions: the same states as
+        running every row whole, for a fraction of the work.
+        """
+        groups = shared_starts(batch.input_ids, batch.attention_mask, self._stop_tokens()) if self.config.causal else []
+        if not groups:
+            return self.backbone(inputs_embeds=emb, attention_mask=batch.attention_mask).last_hidden_state
+        n_rows, width = batch.input_ids.shape
+        device = emb.device
+        longest = max(length for _, length in groups)
+        group_of_row = torch.zeros(n_rows, dtype=torch.long)
+        start = torch.zeros(n_rows, dtype=torch.long)
+        leaders, lengths = [], []
+        for g, (rows, length) in enumerate(groups):
+            group_of_row[rows] = g
+            start[rows] = length
+            leaders.append(rows[0])
+            lengths.append(length)
+        group_of_row, start = group_of_row.to(device), start.to(device)
+        lengths = torch.tensor(lengths, device=device)
+        positions = torch.arange(longest, device=device)
+        head_mask = (positions < lengths.unsqueeze(1)).long()
+        head = self.backbone(inputs_embeds=emb[leaders, :longest], attention_mask=head_mask, use_cache=True)
+        cache = head.cache
+        cache.batch_select_indices(group_of_row)  # rows outside every group (start 0) mask it all out
+
+        row_length = batch.attention_mask.sum(dim=1)
+        rest_width = int((row_length - start).max())
+        steps = torch.arange(rest_width, device=device)
+        take = (start.unsqueeze(1) + steps).clamp(max=width - 1)  # [B, rest_width] token positions
+        rest_emb = emb.gather(1, take.unsqueeze(-1).expand(-1, -1, emb.shape[-1]))
+        mask = torch.cat([(positions < start.unsqueeze(1)).long(),
+                          (steps < (row_length - start).unsqueeze(1)).long()], dim=1)
+        rest = self.backbone(inputs_embeds=rest_emb, attention_mask=mask, position_ids=start.unsqueeze(1) + steps,
+                             cache=cache).last_hidden_state
+        # back to each token's own position: the group's state before the row's start, its own after
+        both = torch.cat([head.last_hidden_state[group_of_row], rest], dim=1)
+        columns = torch.arange(width, device=device).unsqueeze(0)
+        source = torch.where(columns < start.unsqueeze(1), columns, longest + columns - start.unsqueeze(1))
+        source = source.clamp(max=both.shape[1] - 1)
+        return both.gather(1, source.unsqueeze(-1).expand(-1, -1, both.shape[-1]))
+
+    def _stop_tokens(self) -> set[int]:
+        c = self.config
+        return {c.item_slot_id, c.query_token_id, c.lm_token_id, c.pad_token_id}
 
     def slot_pool(self, hidden: torch.Tensor, batch: Batch, queries: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
         """Each query token's pool of its row's history items in output space, [B, M, out_dim].
@@ -348,8 +451,11 @@ class URM(nn.Module):
         accidental[own, own] = False
         return F.cross_entropy(logits.masked_fill(accidental, -1e9), own)
 
-    def joint_loss(self, users, hidden, batch: Batch, catalog: ItemCatalog, t: LossTargets):
-        """Retrieval + weighted CTR + weighted LM loss; each term only where the batch has examples."""
+    def joint_loss(self, users, hidden, batch: Batch, catalog: ItemCatalog, t: LossTargets,
+                   slot_vectors: torch.Tensor | None = None):
+        """Retrieval + weighted CTR + weighted LM loss; each term only where the batch has examples.
+
+        `slot_vectors`: `encode_with_slots`' history vectors (else the history's items are fused again)."""
         parts = {}
         total = users.sum() * 0.0
         is_ctr = ~torch.isnan(t.labels)
@@ -361,8 +467,9 @@ class URM(nn.Module):
         if is_ctr.any():
             history = None
             if self.ctr_history_weight is not None:
-                history = self.history_vectors(self.item_vectors(catalog, batch.slot_items), batch.slot_rows,
-                                               len(users))[is_ctr]
+                if slot_vectors is None:
+                    slot_vectors = self.item_vectors(catalog, batch.slot_items)
+                history = self.history_vectors(slot_vectors, batch.slot_rows, len(users))[is_ctr]
             logits = self.ctr_logit(users[is_ctr], self.item_vectors(catalog, t.items[is_ctr]), history)
             parts["ctr"] = F.binary_cross_entropy_with_logits(logits.float(), t.labels[is_ctr])
             total = total + t.ctr_weight * parts["ctr"]

@@ -132,14 +132,6 @@ def lr_schedule(optimizer: torch.optim.Optimizer, schedule: str, total_steps: in
     return get_cosine_schedule_with_warmup(optimizer, warmup, total_steps, last_epoch=done_steps - 1)
 
 
-def lm_sample(targets: list, fraction: float, seed: list[int]) -> list:
-    """The batch's LM targets, each kept with probability `fraction` (a fixed draw per batch position)."""
-    if fraction >= 1.0:
-        return targets
-    keep = np.random.default_rng(seed).random(len(targets)) < fraction
-    return [t if k else None for t, k in zip(targets, keep)]
-
-
 # -- the rank's entry point ---------------------------------------------------------------
 
 
@@ -233,13 +225,13 @@ def _train(plan: TrainingPlan, rank: int, world: int, device, use_cuda: bool) ->
         machine_rate = _all_reduce([0.0 if use_cuda else matmul_rate()])[0]
         losses, epoch_start, epoch_examples, epoch_tokens = [], time.time(), 0, 0
         flops = counted_tokens = 0.0
-        batches = train.batches(bs, plan.seed + state["epoch"] * 1000 + rank, tuple(state["position"]))
+        batches = train.batches(bs, plan.seed + state["epoch"] * 1000 + rank, tuple(state["position"]),
+                                plan.lm_fraction if use_lm else 0.0)
         for position, ex in batches:
             b = state["batch"]
             if b >= n_batches:
                 break
-            batch = collator(ex.tokens, ex.history, lm_sample(ex.lm_target, plan.lm_fraction, [
-                plan.seed, state["epoch"], *position]) if use_lm else None).to(device)
+            batch = collator(ex.tokens, ex.history, ex.lm_target if use_lm else None).to(device)
             targets = LossTargets(
                 items=torch.as_tensor(ex.item, device=device),
                 labels=torch.as_tensor(ex.label, device=device, dtype=torch.float32),

@@ -2,8 +2,10 @@
 
 Memory holds one block of rows (`block_rows`), never the whole shard, so it does not grow
 with the number of examples. Each epoch visits the blocks in file order; inside a block
-the rows are shuffled, grouped by token length into batches (little padding), and the
-batches shuffled. A batch is thus named by (block, batch within the block), and that
+the rows are shuffled, grouped by token length (their LM target, drawn for the epoch
+first, included) into batches (little padding), and the batches shuffled. Objectives stay
+mixed in every batch: batches of one objective each trained the demo's model to half its
+click recall. A batch is thus named by (block, batch within the block), and that
 position, saved in checkpoints, is all a resumed run needs to continue mid-epoch with
 the very batches it would have seen.
 """
@@ -49,6 +51,11 @@ class Examples:
             [self.tokens[i] for i in idx], [self.history[i] for i in idx], self.item[idx],
             self.label[idx], [self.lm_target[i] for i in idx],
         )
+
+    def lengths(self) -> np.ndarray:
+        """Tokens per example, its LM target and marker included (the collator adds as many to every row)."""
+        return np.array([len(t) + (len(lm[:MAX_LM_TARGET_TOKENS]) + 2 if lm else 0)
+                         for t, lm in zip(self.tokens, self.lm_target)], dtype=np.int64)
 
 
 def shard_ranges(row_counts: list[int], rank: int, world: int) -> list[tuple[int, int, int]]:
@@ -129,13 +136,17 @@ class ShardStream:
             if b >= first:
                 yield b, self._encode(table.filter(usable_rows(table, self.split, self.objectives, self.known)))
 
-    def batches(self, batch_size: int, seed: int, start: tuple[int, int] = (0, 0)) -> Iterator[tuple[tuple[int, int], Examples]]:
+    def batches(self, batch_size: int, seed: int, start: tuple[int, int] = (0, 0),
+                lm_fraction: float = 1.0) -> Iterator[tuple[tuple[int, int], Examples]]:
         """((block, batch) position, examples) of one epoch, from position `start` on.
 
-        `seed` fixes the epoch's order; the same seed and start give the same batches.
+        `seed` fixes the epoch's order and which examples keep their LM target (each with
+        probability `lm_fraction`); the same seed and start give the same batches.
         """
         for b, block in self.blocks(start[0]):
-            order = length_buckets(block.tokens, batch_size, np.random.default_rng([seed, b]))
+            rng = np.random.default_rng([seed, b])
+            block.lm_target = lm_sample(block.lm_target, lm_fraction, rng)
+            order = length_buckets(block.lengths(), batch_size, rng)
             for i in range(start[1] if b == start[0] else 0, len(order)):
                 yield (b, i), block.take(order[i])
 
@@ -162,9 +173,17 @@ def lm_target_tokens(collator: Collator, lm_texts: list[str]) -> list[list[int]]
     return [ids[:MAX_LM_TARGET_TOKENS] for ids in collator.tokenize(list(lm_texts))]
 
 
-def length_buckets(tokens: list[list[int]], batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
-    """Batches of similar token length, in random order: shuffled, sorted by length, cut, shuffled."""
-    shuffled = rng.permutation(len(tokens))
-    by_length = shuffled[np.argsort([len(tokens[i]) for i in shuffled], kind="stable")]
+def lm_sample(targets: list, fraction: float, rng: np.random.Generator) -> list:
+    """The LM targets, each kept with probability `fraction` (the others None)."""
+    if fraction >= 1.0:
+        return targets
+    keep = rng.random(len(targets)) < fraction
+    return [t if k else None for t, k in zip(targets, keep)]
+
+
+def length_buckets(lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Batches of similar length, in random order: shuffled, sorted by length, cut, shuffled."""
+    shuffled = rng.permutation(len(lengths))
+    by_length = shuffled[np.argsort(np.asarray(lengths)[shuffled], kind="stable")]
     batches = [by_length[i:i + batch_size] for i in range(0, len(by_length), batch_size)]
     return [batches[i] for i in rng.permutation(len(batches))]
