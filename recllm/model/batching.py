@@ -19,6 +19,11 @@ from recllm.model.urm import Batch, URMConfig
 MAX_LM_TARGET_TOKENS = 16
 
 
+def lm_tail_length(target: list[int] | None) -> int:
+    """Tokens an LM target adds to its row: the `<|lm|>` marker, the (capped) target and EOS."""
+    return len(target[:MAX_LM_TARGET_TOKENS]) + 2 if target else 0
+
+
 @dataclass
 class Collator:
     tokenizer: PreTrainedTokenizerBase
@@ -59,7 +64,7 @@ class Collator:
         for b, (ids, history) in enumerate(zip(tokens, histories)):
             target = (lm_targets[b] if lm_targets else None) or []
             target = target[:MAX_LM_TARGET_TOKENS]
-            lm_len = len(target) + 2 if target else 0
+            lm_len = lm_tail_length(target)
             head = [self.bos_id] if self.bos_id is not None else []
             budget = c.max_tokens - m - lm_len - len(head)
             if budget < 1:

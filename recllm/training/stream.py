@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from recllm.model.batching import MAX_LM_TARGET_TOKENS, Collator
+from recllm.model.batching import MAX_LM_TARGET_TOKENS, Collator, lm_tail_length
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +53,8 @@ class Examples:
         )
 
     def lengths(self) -> np.ndarray:
-        """Tokens per example, its LM target and marker included (the collator adds as many to every row)."""
-        return np.array([len(t) + (len(lm[:MAX_LM_TARGET_TOKENS]) + 2 if lm else 0)
-                         for t, lm in zip(self.tokens, self.lm_target)], dtype=np.int64)
+        """Tokens per example, its LM tail included (the collator adds as many more to every row)."""
+        return np.array([len(t) + lm_tail_length(lm) for t, lm in zip(self.tokens, self.lm_target)], dtype=np.int64)
 
 
 def shard_ranges(row_counts: list[int], rank: int, world: int) -> list[tuple[int, int, int]]:
