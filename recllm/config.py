@@ -84,7 +84,8 @@ class ModelConfig:
     init_scale: float = 20.0
     id_dropout: float = 0.5  # share of training lookups without the ID vector: text/image must carry the item
     lm_loss_weight: float = 0.1
-    ctr_history: bool = False  # the CTR logit also weighs the impressed item's mean similarity to the history's items
+    ctr_history: bool = True  # the CTR logit also weighs the impressed item's mean similarity to the history's items
+    item_prior: bool = True  # retrieval and CTR logits add a learned linear prior of the item vector (popularity, quality)
     slot_attention: bool = True  # each query token pools the history's slots by attention (else the mean)
 
 

@@ -217,7 +217,7 @@ CANDIDATES = TableSchema(
         Column("user_id", S, False, "user"),
         Column("rank", I, False, "1-based rank within the user's set"),
         Column("item_id", S, False, "candidate item"),
-        Column("score", D, False, "max over query vectors of <u_m, w_i>"),
+        Column("score", D, False, "max over query vectors of <u_m, w_i>, plus the item prior <v, w_i> over the scale"),
         Column("model_version", S, False, "model version that scored it"),
     ),
     keys=("ds", "objective", "user_id", "rank"),

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+from pathlib import Path
+
 import pytest
 
 from recllm.config import ConfigError, load_config
@@ -12,9 +15,13 @@ def test_no_file_gives_the_embedded_default():
     assert (config.lake.root, config.lake.backend, config.spark.master) == ("lake", "auto", "local[2]")
 
 
-def test_the_shipped_default_file_loads(tmp_path):
-    config = load_config("jobs/conf/default.yaml")
-    assert config.ingest.rating_max == 5.0
+def test_the_shipped_default_file_states_the_code_defaults():
+    assert asdict(load_config("jobs/conf/default.yaml")) == asdict(load_config())
+
+
+@pytest.mark.parametrize("path", sorted(Path("jobs/conf").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_file_loads(path):
+    assert load_config(path).ingest.rating_max == 5.0
 
 
 @pytest.mark.parametrize(

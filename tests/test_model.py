@@ -176,6 +176,26 @@ def test_with_ctr_history_the_item_nearer_the_history_is_likelier_clicked(tokeni
     assert near > far
 
 
+def test_the_item_prior_starts_at_zero_and_moves_an_items_scores_alike_for_every_user(tokenizer, tmp_path):
+    plain, model = tiny_model(tokenizer).eval(), tiny_model(tokenizer, item_prior=True).eval()
+    catalog = tiny_catalog()
+    with torch.no_grad():
+        users, _ = model.encode(batch_of(model, tokenizer), catalog)
+        w = model.item_vectors(catalog)
+        assert torch.equal(model.scores(users, w), plain.scores(users, w))
+        assert torch.equal(model.click_probability(users, w[:3]), plain.click_probability(users, w[:3]))
+        model.retrieval_prior.weight.copy_(w[4])  # item 4's own direction: its prior is the largest
+        model.ctr_prior.weight.copy_(w[4])
+        shift = model.scores(users, w) - plain.scores(users, w)
+        p, p_plain = model.click_probability(users, w[[4, 4, 4]]), plain.click_probability(users, w[[4, 4, 4]])
+    assert torch.allclose(shift, shift[0].expand_as(shift), atol=1e-5) and int(shift[0].argmax()) == 4
+    assert (p > p_plain).all()
+    model.save_pretrained(str(tmp_path / "m"), tokenizer, catalog)
+    with torch.no_grad():
+        reloaded = URM.from_pretrained(str(tmp_path / "m"))
+        assert torch.equal(reloaded.scores(users, w), model.scores(users, w))
+
+
 def test_training_loss_falls(tokenizer):
     model = tiny_model(tokenizer).train()
     catalog = tiny_catalog()

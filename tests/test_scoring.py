@@ -111,7 +111,7 @@ def plain(world):
 
     def top_k(prompts, histories, user_ids, k):
         with torch.no_grad():
-            sim = model.similarity(users(prompts, histories), items)
+            sim = model.scores(users(prompts, histories), items) / model.log_scale.exp()  # the tables' score
         for row, u in enumerate(user_ids):
             for item_id in bought.get(u, ()):
                 sim[row, index[item_id]] = -float("inf")

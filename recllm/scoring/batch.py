@@ -9,8 +9,10 @@ whole-catalogue top-K rows (one forward pass per prompt, chunked top-K, purchase
 excluded) and, for the cold objective, each new item's best users within the batch;
 `score_ctr` turns (prompt, items) rows into calibrated click probabilities.
 
-Scores written to `candidates` and `cold_start_fills` are the unscaled similarity
-max_m <u_m, w_i> (the tables' contract); ranking by it equals ranking by the logits.
+Scores written to `candidates` are the retrieval logits over the model's scale,
+max_m <u_m, w_i> + <v, w_i> / scale (without an item prior: the plain similarity), so
+ranking by them is ranking by the logits; a new item's best users in `cold_start_fills`
+are ranked by the similarity alone (its prior is the same for every user).
 """
 
 from __future__ import annotations
@@ -116,7 +118,7 @@ def _indices(scorer: Scorer, ids: list[str]) -> list[int]:
 
 
 def unscaled(scorer: Scorer, logits: np.ndarray) -> np.ndarray:
-    """max_m <u_m, w_i> from the retrieval logits scale * max_m <u_m, w_i>."""
+    """The tables' score: retrieval logits over the model's scale (max_m <u_m, w_i>, plus the item prior over scale)."""
     return logits / float(scorer.model.log_scale.detach().exp())
 
 

@@ -229,7 +229,7 @@ def _write_initial_model(initial: str, config, catalog: ItemCatalog, texts: list
         text_dim=catalog.text.shape[1],
         image_dim=catalog.image.shape[1],
         id_only=id_only,
-        **({"id_dropout": 0.0} if id_only else {}),
+        **({"id_dropout": 0.0, "item_prior": False} if id_only else {}),
         causal=is_causal(backbone.config.model_type),
         pad_token_id=int(tokenizer.pad_token_id),
         **control_token_ids(tokenizer),
