@@ -16,10 +16,17 @@ def test_no_file_gives_the_embedded_default():
 
 
 def test_the_shipped_default_file_states_the_code_defaults():
-    assert asdict(load_config("jobs/conf/default.yaml")) == asdict(load_config())
+    assert asdict(load_config(Path(__file__).parents[1] / "jobs" / "conf" / "default.yaml")) == asdict(load_config())
 
 
-@pytest.mark.parametrize("path", sorted(Path("jobs/conf").glob("*.yaml")), ids=lambda p: p.name)
+SHIPPED_CONFIGS = sorted((Path(__file__).parents[1] / "jobs" / "conf").glob("*.yaml"))
+
+
+def test_the_shipped_config_files_are_found():
+    assert {p.name for p in SHIPPED_CONFIGS} >= {"default.yaml", "ml-latest-small.yaml"}
+
+
+@pytest.mark.parametrize("path", SHIPPED_CONFIGS, ids=lambda p: p.name)
 def test_every_shipped_config_file_loads(path):
     assert load_config(path).ingest.rating_max == 5.0
 

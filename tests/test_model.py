@@ -187,8 +187,9 @@ def test_the_item_prior_starts_at_zero_and_moves_an_items_scores_alike_for_every
         model.retrieval_prior.weight.copy_(w[4])  # item 4's own direction: its prior is the largest
         model.ctr_prior.weight.copy_(w[4])
         shift = model.scores(users, w) - plain.scores(users, w)
+        prior = model.retrieval_prior(w).squeeze(-1)
         p, p_plain = model.click_probability(users, w[[4, 4, 4]]), plain.click_probability(users, w[[4, 4, 4]])
-    assert torch.allclose(shift, shift[0].expand_as(shift), atol=1e-5) and int(shift[0].argmax()) == 4
+    assert torch.allclose(shift, prior.expand_as(shift), atol=1e-5) and int(prior.argmax()) == 4
     assert (p > p_plain).all()
     model.save_pretrained(str(tmp_path / "m"), tokenizer, catalog)
     with torch.no_grad():

@@ -202,8 +202,9 @@ def test_new_items_are_placed_with_the_users_most_likely_to_want_them(world, sco
     assert not fills.duplicated(["user_id", "rank"]).any()
     click = plain["infer"].query("objective == 'click'").reset_index(drop=True)
     with torch.no_grad():
-        sim = plain["model"].similarity(plain["users"](click.prompt_text, click.history_item_ids),
-                                        plain["items"][[plain["index"][i] for i in new]]).numpy()
+        model = plain["model"]
+        sim = (model.scores(plain["users"](click.prompt_text, click.history_item_ids),
+                            plain["items"][[plain["index"][i] for i in new]]) / model.log_scale.exp()).numpy()
     for j, item in enumerate(new):
         s = np.array([-np.inf if item in plain["bought"].get(u, ()) else v for u, v in zip(click.user_id, sim[:, j])])
         best = np.argsort(-s, kind="stable")[:COLD_USERS]

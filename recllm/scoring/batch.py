@@ -9,10 +9,9 @@ whole-catalogue top-K rows (one forward pass per prompt, chunked top-K, purchase
 excluded) and, for the cold objective, each new item's best users within the batch;
 `score_ctr` turns (prompt, items) rows into calibrated click probabilities.
 
-Scores written to `candidates` are the retrieval logits over the model's scale,
-max_m <u_m, w_i> + <v, w_i> / scale (without an item prior: the plain similarity), so
-ranking by them is ranking by the logits; a new item's best users in `cold_start_fills`
-are ranked by the similarity alone (its prior is the same for every user).
+Scores written to `candidates` and `cold_start_fills` are the retrieval logits over the
+model's scale, max_m <u_m, w_i> + <v, w_i> / scale (without an item prior: the plain
+similarity), so ranking by them is ranking by the logits.
 """
 
 from __future__ import annotations
@@ -184,7 +183,7 @@ def _new_item_rows(part: pd.DataFrame, scorer: Scorer, users: torch.Tensor, new_
                    exclude: list[list[int]] | None) -> pd.DataFrame:
     """Each new item's best `n` users among `part` (score rows kind `new_item`)."""
     items = torch.as_tensor(new_items, device=users.device, dtype=torch.long)
-    s = scorer.model.similarity(users, scorer.item_vectors[items]).float()  # [B, n_new]
+    s = unscaled(scorer, scorer.model.scores(users, scorer.item_vectors[items]).float())  # [B, n_new]
     s = torch.nan_to_num(s, nan=-float("inf"))
     if exclude:
         position = {v: j for j, v in enumerate(new_items)}
