@@ -466,11 +466,10 @@ class URM(nn.Module):
         accidental[own, own] = False
         return F.cross_entropy(logits.masked_fill(accidental, -1e9), own)
 
-    def joint_loss(self, users, hidden, batch: Batch, catalog: ItemCatalog, t: LossTargets,
-                   slot_vectors: torch.Tensor | None = None):
+    def joint_loss(self, users, hidden, batch: Batch, catalog: ItemCatalog, t: LossTargets, slot_vectors: torch.Tensor):
         """Retrieval + weighted CTR + weighted LM loss; each term only where the batch has examples.
 
-        `slot_vectors`: `encode_with_slots`' history vectors (else the history's items are fused again)."""
+        `slot_vectors`: `encode_with_slots`' unit vectors of the history's slots (the CTR history term reads them)."""
         parts = {}
         total = users.sum() * 0.0
         is_ctr = ~torch.isnan(t.labels)
@@ -482,8 +481,6 @@ class URM(nn.Module):
         if is_ctr.any():
             history = None
             if self.ctr_history_weight is not None:
-                if slot_vectors is None:
-                    slot_vectors = self.item_vectors(catalog, batch.slot_items)
                 history = self.history_vectors(slot_vectors, batch.slot_rows, len(users))[is_ctr]
             logits = self.ctr_logit(users[is_ctr], self.item_vectors(catalog, t.items[is_ctr]), history)
             parts["ctr"] = F.binary_cross_entropy_with_logits(logits.float(), t.labels[is_ctr])
