@@ -86,6 +86,7 @@ class ModelConfig:
     lm_loss_weight: float = 0.1
     ctr_history: bool = True  # the CTR logit also weighs the impressed item's mean similarity to the history's items
     item_prior: bool = True  # retrieval and CTR logits add a learned linear prior of the item vector (popularity, quality)
+    item_bias: bool = True  # retrieval and CTR logits add a learned bias per trained item ID, started at the log frequency of the training targets
     slot_attention: bool = True  # each query token pools the history's slots by attention (else the mean)
 
 

@@ -115,7 +115,7 @@ class _ScoreHead(torch.nn.Module):
     def __init__(self):
         super().__init__()
         self.log_scale = torch.nn.Parameter(torch.tensor(float(np.log(20.0))))
-        self.retrieval_prior = None
+        self.retrieval_prior = self.item_bias = None
 
     similarity = URM.similarity
     scores = URM.scores

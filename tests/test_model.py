@@ -197,6 +197,36 @@ def test_the_item_prior_starts_at_zero_and_moves_an_items_scores_alike_for_every
         assert torch.equal(reloaded.scores(users, w), model.scores(users, w))
 
 
+def test_the_item_bias_starts_at_the_training_targets_log_frequency_and_leaves_untrained_items_average(tokenizer, tmp_path):
+    plain, model = tiny_model(tokenizer).eval(), tiny_model(tokenizer, item_bias=True).eval()
+    catalog = tiny_catalog()
+    everything = torch.arange(N_ITEMS)  # the last 2 items are beyond n_items_trained: new since training
+    with torch.no_grad():
+        users, _ = model.encode(batch_of(model, tokenizer), catalog)
+        w = model.item_vectors(catalog)
+        assert torch.equal(model.scores(users, w, everything), plain.scores(users, w))
+        with pytest.raises(ValueError, match="catalogue indices"):
+            model.scores(users, w)
+        counts = torch.tensor([9.0, 0, 3, 0, 0, 0, 1, 0] + [0] * (N_ITEMS - 10))
+        eligible = torch.tensor([True, True, True, False, True, True, True, False] + [True] * (N_ITEMS - 10))
+        model.init_item_bias(counts, eligible)
+        shift = model.scores(users, w, everything) - plain.scores(users, w)
+        p = model.click_probability(users, w[[0, 0, 0]], index=torch.tensor([0, 0, 0]))
+        p_plain = plain.click_probability(users, w[[0, 0, 0]])
+        model.ctr_item_bias_weight.fill_(1.0)
+        p_read = model.click_probability(users, w[[0, 0, 0]], index=torch.tensor([0, 0, 0]))
+    logs = torch.log1p(counts)
+    expected = torch.cat([torch.where(eligible, logs - logs[eligible].mean(), 0.0), torch.zeros(2)])
+    assert torch.allclose(shift, expected.expand_as(shift), atol=1e-5)
+    assert shift[0, 3] == 0 and shift[0, N_ITEMS - 1] == 0  # not shown in the window / new since: the average item
+    assert shift[0, 1] < 0 < shift[0, 2] < shift[0, 0]  # never chosen < average < chosen 3 times < chosen 9 times
+    assert torch.equal(p, p_plain) and (p_read > p).all()  # the CTR logit reads the bias with a learned weight, from 0
+    model.save_pretrained(str(tmp_path / "m"), tokenizer, catalog)
+    with torch.no_grad():
+        assert torch.equal(URM.from_pretrained(str(tmp_path / "m")).scores(users, w, everything),
+                           model.scores(users, w, everything))
+
+
 def test_training_loss_falls(tokenizer):
     model = tiny_model(tokenizer).train()
     catalog = tiny_catalog()

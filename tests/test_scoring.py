@@ -111,7 +111,7 @@ def plain(world):
 
     def top_k(prompts, histories, user_ids, k):
         with torch.no_grad():
-            sim = model.scores(users(prompts, histories), items) / model.log_scale.exp()  # the tables' score
+            sim = model.scores(users(prompts, histories), items, torch.arange(len(items))) / model.log_scale.exp()  # the tables' score
         for row, u in enumerate(user_ids):
             for item_id in bought.get(u, ()):
                 sim[row, index[item_id]] = -float("inf")
@@ -203,8 +203,9 @@ def test_new_items_are_placed_with_the_users_most_likely_to_want_them(world, sco
     click = plain["infer"].query("objective == 'click'").reset_index(drop=True)
     with torch.no_grad():
         model = plain["model"]
-        sim = (model.scores(plain["users"](click.prompt_text, click.history_item_ids),
-                            plain["items"][[plain["index"][i] for i in new]]) / model.log_scale.exp()).numpy()
+        new_index = torch.tensor([plain["index"][i] for i in new])
+        sim = (model.scores(plain["users"](click.prompt_text, click.history_item_ids), plain["items"][new_index], new_index)
+               / model.log_scale.exp()).numpy()
     for j, item in enumerate(new):
         s = np.array([-np.inf if item in plain["bought"].get(u, ()) else v for u, v in zip(click.user_id, sim[:, j])])
         best = np.argsort(-s, kind="stable")[:COLD_USERS]

@@ -149,7 +149,7 @@ def test_cold_items_reach_users_whose_tastes_match_their_category(world, trained
 
     infer = lake.read("prompts", ds=world["ds"]).where("split = 'infer' AND objective = 'click'").collect()
     users = scorer.user_vectors([r.prompt_text for r in infer], [list(r.history_item_ids) for r in infer])
-    scores = scorer.model.scores(users, scorer.item_vectors[cold]).detach().numpy()
+    scores = scorer.model.scores(users, scorer.item_vectors[cold], torch.tensor(cold)).detach().numpy()
     user_index = {u: k for k, u in enumerate(truth.user_ids)}
     item_index = {i: k for k, i in enumerate(truth.item_ids)}
     favourite = np.array([truth.user_taste[user_index[r.user_id]].argmax() for r in infer])

@@ -88,7 +88,7 @@ class Scorer:
         best_i = torch.full((users.shape[0], k), -1, dtype=torch.long, device=self.device)
         for start in range(0, len(pool), chunk_size):
             idx = pool[start:start + chunk_size]
-            s = self.model.scores(users, self.item_vectors[idx]).float()
+            s = self.model.scores(users, self.item_vectors[idx], idx).float()
             s = torch.nan_to_num(s, nan=-float("inf"))
             if exclude is not None:
                 s = _mask_excluded(s, idx, exclude)
@@ -107,7 +107,7 @@ class Scorer:
             rows = torch.as_tensor([r for r, h in enumerate(histories) for _ in h], device=self.device, dtype=torch.long)
             slots = torch.as_tensor([self._item_index(i) for h in histories for i in h], device=self.device, dtype=torch.long)
             history = self.model.history_vectors(self.item_vectors[slots], rows, len(items))
-        return self.model.click_probability(users, self.item_vectors[idx], history).float().cpu().numpy()
+        return self.model.click_probability(users, self.item_vectors[idx], history, idx).float().cpu().numpy()
 
 
 def _mask_excluded(scores: torch.Tensor, idx: torch.Tensor, exclude: list[list[int]]) -> torch.Tensor:

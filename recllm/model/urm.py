@@ -11,13 +11,15 @@ gated attention pool of the history items' output vectors (`slot_pool`, a docume
 deviation that lets a small backbone learn fast), are M unit user vectors u_m. An item's
 output vector w_i comes from the same fused representation, and
 
-    s(u, i) = scale * max_m <u_m, w_i> + <v, w_i>
+    s(u, i) = scale * max_m <u_m, w_i> + <v, w_i> + b_i
 
-scores the WHOLE catalogue in one forward pass (sequence in, set out); <v, w_i>, the item
-prior (`item_prior`, a documented deviation), says how often an item is chosen whoever
-the user. A CTR head maps the unscaled score, its own item prior and (`ctr_history`) the
-item's similarity to the history to a click probability; an LM head (causal backbones)
-predicts text after an `<|lm|>` marker.
+scores the WHOLE catalogue in one forward pass (sequence in, set out). Two documented
+deviations, the item prior <v, w_i> (`item_prior`) and a bias b_i per trained item ID
+(`item_bias`, started at the training targets' log frequency), say how often an item is
+chosen whoever the user. A CTR head maps the unscaled
+score, its own item prior, the weighted item bias and (`ctr_history`) the item's
+similarity to the history to a click probability; an LM head (causal backbones) predicts
+text after an `<|lm|>` marker.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from recllm.model.tokens import ITEM_SLOT, LM_TOKEN, QUERY_TOKEN
 
 _DEFAULTS = ModelConfig()
 SHARED_WITH_MODEL_CONFIG = ("id_dim", "out_dim", "n_query_tokens", "init_scale", "id_dropout", "slot_attention", "max_tokens",
-                            "ctr_history", "item_prior")
+                            "ctr_history", "item_prior", "item_bias")
 """URMConfig fields that the `model:` config section sets; their defaults are that section's."""
 
 WEIGHTS = "model.safetensors"
@@ -116,6 +118,7 @@ class URMConfig:
     slot_attention: bool = _DEFAULTS.slot_attention  # pool the slots by attention from each query token (zero-init: starts as the mean)
     ctr_history: bool = False  # the CTR logit also weighs the item's affinity to the history (models saved before: without)
     item_prior: bool = False  # logits add linear priors <v, w_i> of the item vector (models saved before: without)
+    item_bias: bool = False  # logits add a learned bias b_i per trained item ID (models saved before: without)
     id_only: bool = False  # the SASRec-style expert: items are ID vectors alone, prompts are their slots alone
     extra: dict = field(default_factory=dict)
 
@@ -279,6 +282,15 @@ class URM(nn.Module):
             self.ctr_prior = nn.Linear(config.out_dim, 1, bias=False)
             for layer in (self.retrieval_prior, self.ctr_prior):
                 nn.init.zeros_(layer.weight)
+        # One bias per trained item ID: how often each known item is chosen, which the prior above learns only slowly
+        # (the ID half of the vector is dropped half the time). Zero until `init_item_bias` starts it at the training
+        # targets' log frequency ("initialise the final bias to the data's prior"). The CTR logit reads it with a
+        # learned weight that starts at 0 (how often an item is chosen mixes how often it is shown with its CTR).
+        self.item_bias = self.ctr_item_bias_weight = None
+        if config.item_bias:
+            self.item_bias = nn.Embedding(max(config.n_items_trained, 1), 1)
+            nn.init.zeros_(self.item_bias.weight)
+            self.ctr_item_bias_weight = nn.Parameter(torch.tensor(0.0))
         self.lm_head = None
         if config.causal:
             emb = self.backbone.get_input_embeddings()
@@ -410,12 +422,31 @@ class URM(nn.Module):
         """max_m <u_m, w_i>, unscaled, for every (user, item): [B, N]."""
         return torch.einsum("bmd,nd->bmn", users, items.to(users.dtype)).amax(dim=1)
 
-    def scores(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """Retrieval logits scale * max_m <u_m, w_i> (+ the item prior <v, w_i>): [B, N]."""
+    def scores(self, users: torch.Tensor, items: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        """Retrieval logits scale * max_m <u_m, w_i> (+ the item prior <v, w_i>, + the item bias b_i): [B, N].
+
+        `index`: the items' catalogue indices [N], which a model with `item_bias` needs."""
         logits = self.log_scale.exp() * self.similarity(users, items)
-        if self.retrieval_prior is None:
-            return logits
-        return logits + self.retrieval_prior(items.to(users.dtype)).squeeze(-1)
+        if self.retrieval_prior is not None:
+            logits = logits + self.retrieval_prior(items.to(users.dtype)).squeeze(-1)
+        if self.item_bias is not None:
+            logits = logits + self.bias_of(index).to(logits.dtype)
+        return logits
+
+    def bias_of(self, index: torch.Tensor | None) -> torch.Tensor:
+        """The item bias b_i of each catalogue index [N]; zero for items the model never trained on."""
+        if index is None:
+            raise ValueError("this model has a per-item bias (item_bias): pass the items' catalogue indices")
+        trained = self.config.n_items_trained
+        return self.item_bias(index.clamp(max=max(trained, 1) - 1)).squeeze(-1) * (index < trained)
+
+    @torch.no_grad()
+    def init_item_bias(self, counts: torch.Tensor, eligible: torch.Tensor) -> None:
+        """Start b_i at log(1 + count_i) of the training targets, centred over the `eligible` items (those the
+        training window could show); the rest, like items new since, start at 0: the average item."""
+        logs = torch.log1p(counts.to(self.item_bias.weight.dtype))
+        centre = logs[eligible].mean() if eligible.any() else logs.new_zeros(())
+        self.item_bias.weight[:, 0] = torch.where(eligible, logs - centre, torch.zeros_like(logs))
 
     @staticmethod
     def history_vectors(slot_vectors: torch.Tensor, slot_rows: torch.Tensor, n_rows: int) -> torch.Tensor:
@@ -424,19 +455,24 @@ class URM(nn.Module):
         counts = torch.bincount(slot_rows, minlength=n_rows).clamp(min=1).to(sums.dtype)
         return sums / counts.unsqueeze(1)
 
-    def click_probability(self, users: torch.Tensor, items: torch.Tensor,
-                          history: torch.Tensor | None = None) -> torch.Tensor:
-        """Calibrated P(click) for aligned (user, item) pairs; `history`: `history_vectors` of the pairs' rows."""
-        return torch.sigmoid(self.ctr_logit(users, items, history))
+    def click_probability(self, users: torch.Tensor, items: torch.Tensor, history: torch.Tensor | None = None,
+                          index: torch.Tensor | None = None) -> torch.Tensor:
+        """Calibrated P(click) for aligned (user, item) pairs; `history`: `history_vectors` of the pairs' rows;
+        `index`: the items' catalogue indices (with `item_bias`)."""
+        return torch.sigmoid(self.ctr_logit(users, items, history, index))
 
-    def ctr_logit(self, users: torch.Tensor, items: torch.Tensor, history: torch.Tensor | None = None) -> torch.Tensor:
+    def ctr_logit(self, users: torch.Tensor, items: torch.Tensor, history: torch.Tensor | None = None,
+                  index: torch.Tensor | None = None) -> torch.Tensor:
         """Click logit of aligned pairs, users [B, M, D] and items [B, D]: a calibration of max_m <u_m, w_i>, plus
-        the item prior and, with `ctr_history`, the item's mean similarity to the history's items (on small logs
-        it transfers to unseen impressions better than the user vectors alone: README, the demo's table)."""
+        the item prior, the weighted item bias of `index` and, with `ctr_history`, the item's mean similarity to the
+        history's items (on small logs it transfers to unseen impressions better than the user vectors alone:
+        README, the demo's table)."""
         items = items.to(users.dtype)
         logit = self.ctr_weight * torch.einsum("bmd,bd->bm", users, items).amax(dim=1) + self.ctr_bias
         if self.ctr_prior is not None:
             logit = logit + self.ctr_prior(items).squeeze(-1)
+        if self.item_bias is not None:
+            logit = logit + self.ctr_item_bias_weight * self.bias_of(index).to(logit.dtype)
         if self.ctr_history_weight is None:
             return logit
         if history is None:
@@ -456,10 +492,11 @@ class URM(nn.Module):
                        sampling_probs: torch.Tensor | None, num_negatives: int) -> torch.Tensor:
         """Full softmax over the catalogue, or sampled softmax with logQ correction."""
         if sampling_probs is None:
-            return F.cross_entropy(self.scores(users, self.item_vectors(catalog)).float(), targets)
+            everything = torch.arange(len(catalog), device=targets.device)
+            return F.cross_entropy(self.scores(users, self.item_vectors(catalog), everything).float(), targets)
         negatives = torch.multinomial(sampling_probs, num_negatives, replacement=True)
         candidates = torch.cat([targets, negatives])
-        logits = self.scores(users, self.item_vectors(catalog, candidates)).float()
+        logits = self.scores(users, self.item_vectors(catalog, candidates), candidates).float()
         logits = logits - torch.log(sampling_probs[candidates] * num_negatives + 1e-12).unsqueeze(0)
         own = torch.arange(len(targets), device=targets.device)
         accidental = candidates.unsqueeze(0) == targets.unsqueeze(1)
@@ -482,7 +519,8 @@ class URM(nn.Module):
             history = None
             if self.ctr_history_weight is not None:
                 history = self.history_vectors(slot_vectors, batch.slot_rows, len(users))[is_ctr]
-            logits = self.ctr_logit(users[is_ctr], self.item_vectors(catalog, t.items[is_ctr]), history)
+            shown = t.items[is_ctr]
+            logits = self.ctr_logit(users[is_ctr], self.item_vectors(catalog, shown), history, shown)
             parts["ctr"] = F.binary_cross_entropy_with_logits(logits.float(), t.labels[is_ctr])
             total = total + t.ctr_weight * parts["ctr"]
         if t.lm_weight > 0 and batch.lm_labels is not None and self.lm_head is not None:

@@ -183,7 +183,7 @@ def _new_item_rows(part: pd.DataFrame, scorer: Scorer, users: torch.Tensor, new_
                    exclude: list[list[int]] | None) -> pd.DataFrame:
     """Each new item's best `n` users among `part` (score rows kind `new_item`)."""
     items = torch.as_tensor(new_items, device=users.device, dtype=torch.long)
-    s = unscaled(scorer, scorer.model.scores(users, scorer.item_vectors[items]).float())  # [B, n_new]
+    s = unscaled(scorer, scorer.model.scores(users, scorer.item_vectors[items], items).float())  # [B, n_new]
     s = torch.nan_to_num(s, nan=-float("inf"))
     if exclude:
         position = {v: j for j, v in enumerate(new_items)}

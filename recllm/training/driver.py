@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, replace
 import pyarrow.parquet as pq
 import torch
 from pyspark.sql import functions as F
+from torch import nn
 
 from recllm.lake import Lake
 from recllm.model.backbone import backbone_config_dict, build_backbone, is_causal
@@ -170,7 +171,7 @@ def prepare_training(lake: Lake, ds: str, config, id_only: bool = False, start: 
     version = model_version_for(ds, config, id_only, start.parent_version if warm else None)
     work = os.path.abspath(os.path.join(config.train.model_root, version))
     features = lake.read(ITEM_FEATURES.name).select(
-        "item_id", "item_index", "text_embedding", "image_embedding", "n_positive").toPandas()
+        "item_id", "item_index", "text_embedding", "image_embedding", "n_positive", "first_seen_ds").toPandas()
     catalog = ItemCatalog.from_features(features)
     files = lake.files(PROMPTS.name, ds=ds)
     if not files:
@@ -183,7 +184,8 @@ def prepare_training(lake: Lake, ds: str, config, id_only: bool = False, start: 
         if warm:
             _write_warm_initial_model(initial, start.parent_path, catalog, config.train.seed)
         else:
-            _write_initial_model(initial, config, catalog, _tokenizer_corpus(files, lm_texts), id_only)
+            bias_start = None if id_only else training_target_counts(lake, ds, features)
+            _write_initial_model(initial, config, catalog, _tokenizer_corpus(files, lm_texts), id_only, bias_start)
     t = config.train
     if warm:
         files = _write_warm_examples(lake, ds, start, config, os.path.join(work, WARM_EXAMPLES_DIR))
@@ -218,8 +220,27 @@ def prepare_training(lake: Lake, ds: str, config, id_only: bool = False, start: 
     )
 
 
-def _write_initial_model(initial: str, config, catalog: ItemCatalog, texts: list[str], id_only: bool) -> None:
-    """The tokenizer trained on `texts`, the backbone and the URM heads, saved atomically into `initial`."""
+def training_target_counts(lake: Lake, ds: str, features) -> tuple[torch.Tensor, torch.Tensor]:
+    """(how often each catalogue item is a retrieval training target of `ds`'s prompts, whether the training window
+    could show it: a target in it, or featurised by its last day), by item index: `init_item_bias`'s start."""
+    rows = (lake.read(PROMPTS.name, ds=ds)
+            .where((F.col("split") == TRAIN) & F.col("label").isNull() & (F.size("target_item_ids") > 0)))
+    last = rows.agg(F.max("cutoff_ts").alias("last")).first().last
+    per_item = dict(rows.groupBy(F.col("target_item_ids")[0].alias("item_id")).count().toPandas()
+                    .itertuples(index=False))
+    ordered = features.sort_values("item_index")
+    counts = torch.tensor([float(per_item.get(i, 0)) for i in ordered["item_id"]])
+    last_ds = last.date().isoformat() if last is not None else ""
+    eligible = (counts > 0) | torch.tensor((ordered["first_seen_ds"] <= last_ds).to_numpy(dtype=bool))
+    log.info("item bias start: %d retrieval training targets over %d items (%d items eligible, window to %s)",
+             int(counts.sum()), int((counts > 0).sum()), int(eligible.sum()), last_ds or "no training rows")
+    return counts, eligible
+
+
+def _write_initial_model(initial: str, config, catalog: ItemCatalog, texts: list[str], id_only: bool,
+                         bias_start: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
+    """The tokenizer trained on `texts`, the backbone and the URM heads, saved atomically into `initial`;
+    `bias_start` (`training_target_counts`) starts the item biases of a model with `item_bias`."""
     torch.manual_seed(config.train.seed)
     backbone, tokenizer = build_backbone(config.model, texts)
     urm_config = URMConfig.from_model_config(
@@ -229,12 +250,15 @@ def _write_initial_model(initial: str, config, catalog: ItemCatalog, texts: list
         text_dim=catalog.text.shape[1],
         image_dim=catalog.image.shape[1],
         id_only=id_only,
-        **({"id_dropout": 0.0, "item_prior": False} if id_only else {}),
+        **({"id_dropout": 0.0, "item_prior": False, "item_bias": False} if id_only else {}),
         causal=is_causal(backbone.config.model_type),
         pad_token_id=int(tokenizer.pad_token_id),
         **control_token_ids(tokenizer),
     )
-    URM(urm_config, backbone).save_pretrained(initial + ".tmp", tokenizer, catalog)
+    model = URM(urm_config, backbone)
+    if model.item_bias is not None and bias_start is not None:
+        model.init_item_bias(*bias_start)
+    model.save_pretrained(initial + ".tmp", tokenizer, catalog)
     shutil.rmtree(initial, ignore_errors=True)
     os.rename(initial + ".tmp", initial)
 
@@ -262,6 +286,12 @@ def grow_id_embeddings(model: URM, n_items: int, seed: int = 0) -> URM:
     with torch.no_grad():
         fresh.weight[:old] = model.fusion.id_embedding.weight[:old].to(fresh.weight.dtype)
     model.fusion.id_embedding = fresh.to(model.fusion.id_embedding.weight.device)
+    if model.item_bias is not None:  # new items' biases start at 0: the average item
+        grown = nn.Embedding(n_items, 1).to(model.item_bias.weight.device)
+        with torch.no_grad():
+            grown.weight.zero_()
+            grown.weight[:old] = model.item_bias.weight[:old]
+        model.item_bias = grown
     model.fusion.n_items_trained = n_items
     model.config = config
     return model

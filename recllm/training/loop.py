@@ -103,6 +103,7 @@ def valid_recall_counts(model: URM, valid: ShardStream, collator: Collator, cata
     raw = model.module if hasattr(model, "module") else model
     raw.eval()
     items = raw.item_vectors(catalog)
+    everything = torch.arange(len(catalog), device=items.device)
     hits = count = 0.0
     for _, block in valid.blocks():
         idx = np.flatnonzero(block.retrieval)
@@ -110,7 +111,7 @@ def valid_recall_counts(model: URM, valid: ShardStream, collator: Collator, cata
             part = block.take(idx[start:start + batch_size])
             batch = collator(part.tokens, part.history).to(device)
             users, _ = raw.encode(batch, catalog)
-            scores = torch.nan_to_num(raw.scores(users, items).float(), nan=-1e9)
+            scores = torch.nan_to_num(raw.scores(users, items, everything).float(), nan=-1e9)
             top = scores.topk(min(k, scores.shape[1]), dim=1).indices.cpu().numpy()
             hits += float((top == part.item[:, None]).any(axis=1).sum())
             count += len(part)
