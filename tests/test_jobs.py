@@ -20,7 +20,7 @@ def test_the_demo_runs_the_nightly_pipeline_end_to_end_and_shows_a_sample(small_
     root, out = small_demo.root, small_demo.printed
     assert "== nightly ds=2026-01-04" in out
     assert "train     " in out and "skipped: not enough history yet" in out
-    assert "reusing urm-2026-01-03" in out
+    assert "model urm-2026-01-03" in out and "model urm-2026-01-04" in out and "cold retrain due" in out
     assert "candidates=" in out and "metric rows" in out
     assert "Today's click candidates for" in out and "A cold-start fill" in out
     from tests.helpers import read_delta_rs
