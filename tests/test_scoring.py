@@ -186,9 +186,9 @@ def test_ctr_scores_are_probabilities_of_the_ctr_prompt_one_row_per_pair(world, 
     with torch.no_grad():
         histories = [click.history_item_ids[u] for u in known.user_id]
         users = plain["users"](prompts, histories)
-        items = plain["items"][[plain["index"][i] for i in known.item_id]]
+        shown = torch.tensor([plain["index"][i] for i in known.item_id])
         history = torch.stack([plain["items"][[plain["index"][i] for i in h]].mean(dim=0) for h in histories])
-        expected = plain["model"].click_probability(users, items, history).numpy()
+        expected = plain["model"].click_probability(users, plain["items"][shown], history, shown).numpy()
     np.testing.assert_allclose(known.p_click.to_numpy(), expected, atol=ATOL)
 
 

@@ -10,6 +10,7 @@ import time
 from dataclasses import asdict
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from pyspark.sql import functions as F
@@ -25,8 +26,8 @@ from recllm.nightly import land_and_prepare
 from recllm.pipeline.features import run_features
 from recllm.pipeline.ingest import run_ingest
 from recllm.training.checkpoints import load_checkpoint
-from recllm.training.driver import prepare_training, run_training
-from recllm.training.loop import lr_schedule, train_fn
+from recllm.training.driver import prepare_training, run_training, training_target_counts
+from recllm.training.loop import INITIAL_DIR, lr_schedule, train_fn
 from recllm.training.stream import shard_ranges
 from udfs.text import text_embedding_udf
 
@@ -100,6 +101,22 @@ def test_a_two_process_torchdistributor_run_trains_and_registers_a_model(world, 
     assert row is not None and row.path == trained["path"] and row.data_end_ds == world["ds"]
     assert os.path.exists(os.path.join(trained["path"], "model.safetensors"))
     URM.from_pretrained(trained["path"])
+
+
+def test_item_biases_start_at_the_log_frequency_of_the_training_windows_targets(world, trained):
+    lake, ds = world["lake"], world["ds"]
+    features = lake.read("item_features").toPandas().sort_values("item_index")
+    counts, eligible = training_target_counts(lake, ds, features)
+    train = lake.read("prompts", ds=ds).where("split = 'train' AND label IS NULL").toPandas()
+    targets = pd.Series([t[0] for t in train.target_item_ids]).value_counts()
+    assert counts.tolist() == [float(targets.get(i, 0)) for i in features.item_id]
+    landed_in_window = torch.tensor((features.first_seen_ds <= train.cutoff_ts.max().date().isoformat()).to_numpy())
+    assert torch.equal(eligible, (counts > 0) | landed_in_window)
+    assert eligible.any() and not eligible.all()  # a backfill featurises every item on its last day: no target, no start
+    initial = URM.from_pretrained(os.path.join(os.path.dirname(trained["path"]), INITIAL_DIR))
+    logs = torch.log1p(counts)
+    expected = torch.where(eligible, logs - logs[eligible].mean(), 0.0)
+    assert torch.allclose(initial.item_bias.weight[:, 0], expected, atol=1e-6)
 
 
 def _test_examples(lake, ds, objective):

@@ -187,8 +187,11 @@ def test_a_warm_plan_starts_from_the_parent_with_its_tokenizer_and_grown_id_rows
     assert warm_w[ID_WEIGHT].shape[0] == n_today
     assert torch.equal(warm_w[ID_WEIGHT][:n_parent], parent_w[ID_WEIGHT])
     assert not torch.equal(warm_w[ID_WEIGHT][n_parent:], torch.zeros_like(warm_w[ID_WEIGHT][n_parent:]))
+    bias = "item_bias.weight"  # old items keep their learned bias; new items start at 0, the average item
+    assert torch.equal(warm_w[bias][:n_parent], parent_w[bias]) and (warm_w[bias][n_parent:] == 0).all()
+    assert warm_w[bias].shape[0] == n_today
     for name, tensor in parent_w.items():  # every other weight is the parent's
-        if name != ID_WEIGHT:
+        if name not in (ID_WEIGHT, bias):
             assert torch.equal(warm_w[name], tensor), name
     assert URM.from_pretrained(initial).config.n_items_trained == n_today
 

@@ -1,7 +1,8 @@
 """Fine-tuning, the driver side: write the work folder and the rank plan, run the ranks, register.
 
 `prepare_training` snapshots the item catalogue, lists the prompt partition's Parquet files,
-builds the tokenizer and the initial model into the version's work folder, and returns a
+builds the tokenizer and the initial model (item biases started at the training targets' log
+frequency, `training_target_counts`) into the version's work folder, and returns a
 `TrainingPlan`, under a version name that a rerun of the same date and settings finds again
 (so it resumes); `run_training` runs `recllm.training.loop.train_fn` on every rank with
 TorchDistributor (rerunning a failed run from its last checkpoint) and registers the URM
@@ -9,7 +10,7 @@ version in `models`.
 
 Warm starts (`choose_start`, then `prepare_training(..., start=...)`): the initial model is
 the newest earlier model (its tokenizer kept, its ID embedding grown by a fresh row per item
-new to the catalogue), trained for `train.warm_epochs` on the examples it never trained on
+new to the catalogue, its item bias by a 0), trained for `train.warm_epochs` on the examples it never trained on
 plus a `train.warm_replay_fraction` sample of those it did; its `models` row names the parent.
 """
 
