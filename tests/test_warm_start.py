@@ -24,7 +24,7 @@ from recllm.pipeline.ingest import run_ingest
 from recllm.pipeline.prompts import run_prompts
 from recllm.registry import latest_model_row, newest_model_before, register_model, resolve_model
 from recllm.training.driver import (WARM_EXAMPLES_DIR, Start, choose_start, grow_id_embeddings, model_version_for,
-                                    prepare_training, run_training)
+                                    prepare_training, run_training, training_target_counts)
 from recllm.training.loop import BEST_DIR, train_fn
 from schemas import MODELS
 from tests.helpers import hashed_text_embedding, tiny_catalog, tiny_model
@@ -187,9 +187,13 @@ def test_a_warm_plan_starts_from_the_parent_with_its_tokenizer_and_grown_id_rows
     assert warm_w[ID_WEIGHT].shape[0] == n_today
     assert torch.equal(warm_w[ID_WEIGHT][:n_parent], parent_w[ID_WEIGHT])
     assert not torch.equal(warm_w[ID_WEIGHT][n_parent:], torch.zeros_like(warm_w[ID_WEIGHT][n_parent:]))
-    bias = "item_bias.weight"  # old items keep their learned bias; new items start at 0, the average item
-    assert torch.equal(warm_w[bias][:n_parent], parent_w[bias]) and (warm_w[bias][n_parent:] == 0).all()
-    assert warm_w[bias].shape[0] == n_today
+    bias = "item_bias.weight"  # old items keep their learned bias; new items start where a cold retrain would
+    counts, eligible = training_target_counts(lake, world["ds"], lake.read("item_features").toPandas()
+                                              .sort_values("item_index"))
+    logs = torch.log1p(counts)
+    cold_start = torch.where(eligible, logs - logs[eligible].mean(), 0.0)
+    assert warm_w[bias].shape[0] == n_today and torch.equal(warm_w[bias][:n_parent], parent_w[bias])
+    assert torch.allclose(warm_w[bias][n_parent:, 0], cold_start[n_parent:], atol=1e-6)
     for name, tensor in parent_w.items():  # every other weight is the parent's
         if name not in (ID_WEIGHT, bias):
             assert torch.equal(warm_w[name], tensor), name

@@ -441,12 +441,14 @@ class URM(nn.Module):
         return self.item_bias(index.clamp(max=max(trained, 1) - 1)).squeeze(-1) * (index < trained)
 
     @torch.no_grad()
-    def init_item_bias(self, counts: torch.Tensor, eligible: torch.Tensor) -> None:
+    def init_item_bias(self, counts: torch.Tensor, eligible: torch.Tensor, first: int = 0) -> None:
         """Start b_i at log(1 + count_i) of the training targets, centred over the `eligible` items (those the
-        training window could show); the rest, like items new since, start at 0: the average item."""
+        training window could show); the rest, like items new since, start at 0: the average item. `first`:
+        only rows from this index on (a warm start's new items; the parent's rows keep what they learned)."""
         logs = torch.log1p(counts.to(self.item_bias.weight.dtype))
         centre = logs[eligible].mean() if eligible.any() else logs.new_zeros(())
-        self.item_bias.weight[:, 0] = torch.where(eligible, logs - centre, torch.zeros_like(logs))
+        start = torch.where(eligible, logs - centre, torch.zeros_like(logs))
+        self.item_bias.weight[first:, 0] = start[first:]
 
     @staticmethod
     def history_vectors(slot_vectors: torch.Tensor, slot_rows: torch.Tensor, n_rows: int) -> torch.Tensor:

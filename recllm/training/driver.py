@@ -10,7 +10,7 @@ version in `models`.
 
 Warm starts (`choose_start`, then `prepare_training(..., start=...)`): the initial model is
 the newest earlier model (its tokenizer kept, its ID embedding grown by a fresh row per item
-new to the catalogue, its item bias by a 0), trained for `train.warm_epochs` on the examples it never trained on
+new to the catalogue, its item bias by the start a cold retrain would give), trained for `train.warm_epochs` on the examples it never trained on
 plus a `train.warm_replay_fraction` sample of those it did; its `models` row names the parent.
 """
 
@@ -183,7 +183,8 @@ def prepare_training(lake: Lake, ds: str, config, id_only: bool = False, start: 
     initial = os.path.join(work, INITIAL_DIR)
     if not os.path.exists(os.path.join(initial, "model.safetensors")):
         if warm:
-            _write_warm_initial_model(initial, start.parent_path, catalog, config.train.seed)
+            _write_warm_initial_model(initial, start.parent_path, catalog, config.train.seed,
+                                      training_target_counts(lake, ds, features))
         else:
             bias_start = None if id_only else training_target_counts(lake, ds, features)
             _write_initial_model(initial, config, catalog, _tokenizer_corpus(files, lm_texts), id_only, bias_start)
@@ -264,9 +265,15 @@ def _write_initial_model(initial: str, config, catalog: ItemCatalog, texts: list
     os.rename(initial + ".tmp", initial)
 
 
-def _write_warm_initial_model(initial: str, parent_path: str, catalog: ItemCatalog, seed: int) -> None:
-    """The parent's tokenizer as is and its weights, ID embedding grown to today's catalogue, saved atomically."""
-    model = grow_id_embeddings(URM.from_pretrained(parent_path), len(catalog), seed)
+def _write_warm_initial_model(initial: str, parent_path: str, catalog: ItemCatalog, seed: int,
+                              bias_start: tuple[torch.Tensor, torch.Tensor]) -> None:
+    """The parent's tokenizer as is and its weights, ID embedding grown to today's catalogue, saved atomically;
+    new items' biases start where a cold retrain would start them (`bias_start`: `training_target_counts`)."""
+    parent = URM.from_pretrained(parent_path)
+    old = parent.config.n_items_trained
+    model = grow_id_embeddings(parent, len(catalog), seed)
+    if model.item_bias is not None:
+        model.init_item_bias(*bias_start, first=old)
     model.save_pretrained(initial + ".tmp", load_tokenizer(parent_path), catalog)
     shutil.rmtree(initial, ignore_errors=True)
     os.rename(initial + ".tmp", initial)
