@@ -82,6 +82,23 @@ def test_growing_id_embeddings_keeps_old_rows_and_adds_fresh_ones_for_new_items(
         grow_id_embeddings(grown, 10)
 
 
+def test_growing_keeps_learned_biases_and_starts_new_items_where_a_cold_retrain_would(tokenizer):
+    model = tiny_model(tokenizer, n_items_trained=7, item_bias=True)
+    with torch.no_grad():
+        model.item_bias.weight.normal_()
+    learned = model.item_bias.weight.detach().clone()
+    counts = torch.tensor([5.0, 0, 0, 0, 0, 0, 0, 3, 0, 9, 0, 1])
+    eligible = counts > 0
+    grown = grow_id_embeddings(model, 12, bias_start=(counts, eligible))
+    bias = grown.item_bias.weight.detach()[:, 0]
+    assert torch.equal(bias[:7], learned[:, 0])
+    centre = torch.log1p(counts[eligible]).mean()
+    assert torch.allclose(bias[7:], torch.where(eligible, torch.log1p(counts) - centre, torch.zeros(12))[7:])
+    assert bias[8] == 0 and bias[10] == 0  # never a target in the window: the average item
+    plain = grow_id_embeddings(tiny_model(tokenizer, n_items_trained=7, item_bias=True), 12)
+    assert torch.equal(plain.item_bias.weight[7:], torch.zeros(5, 1))
+
+
 def test_a_grown_model_saves_and_loads_with_the_new_shape(tokenizer, tmp_path):
     model = grow_id_embeddings(tiny_model(tokenizer, n_items_trained=7), 12)
     model.save_pretrained(str(tmp_path), tokenizer, tiny_catalog())

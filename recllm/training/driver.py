@@ -227,11 +227,12 @@ def training_target_counts(lake: Lake, ds: str, features) -> tuple[torch.Tensor,
     could show it: a target in it, or featurised by its last day), by item index: `init_item_bias`'s start."""
     rows = (lake.read(PROMPTS.name, ds=ds)
             .where((F.col("split") == TRAIN) & F.col("label").isNull() & (F.size("target_item_ids") > 0)))
-    last = rows.agg(F.max("cutoff_ts").alias("last")).first().last
-    per_item = dict(rows.groupBy(F.col("target_item_ids")[0].alias("item_id")).count().toPandas()
-                    .itertuples(index=False))
+    per_item = (rows.groupBy(F.col("target_item_ids")[0].alias("item_id"))
+                .agg(F.count(F.lit(1)).alias("n"), F.max("cutoff_ts").alias("last")).toPandas())
     ordered = features.sort_values("item_index")
-    counts = torch.tensor([float(per_item.get(i, 0)) for i in ordered["item_id"]])
+    n_by_item = dict(zip(per_item["item_id"], per_item["n"]))
+    counts = torch.tensor([float(n_by_item.get(i, 0)) for i in ordered["item_id"]])
+    last = per_item["last"].max() if len(per_item) else None
     last_ds = last.date().isoformat() if last is not None else ""
     eligible = (counts > 0) | torch.tensor((ordered["first_seen_ds"] <= last_ds).to_numpy(dtype=bool))
     log.info("item bias start: %d retrieval training targets over %d items (%d items eligible, window to %s)",
@@ -269,21 +270,19 @@ def _write_warm_initial_model(initial: str, parent_path: str, catalog: ItemCatal
                               bias_start: tuple[torch.Tensor, torch.Tensor]) -> None:
     """The parent's tokenizer as is and its weights, ID embedding grown to today's catalogue, saved atomically;
     new items' biases start where a cold retrain would start them (`bias_start`: `training_target_counts`)."""
-    parent = URM.from_pretrained(parent_path)
-    old = parent.config.n_items_trained
-    model = grow_id_embeddings(parent, len(catalog), seed)
-    if model.item_bias is not None:
-        model.init_item_bias(*bias_start, first=old)
+    model = grow_id_embeddings(URM.from_pretrained(parent_path), len(catalog), seed, bias_start)
     model.save_pretrained(initial + ".tmp", load_tokenizer(parent_path), catalog)
     shutil.rmtree(initial, ignore_errors=True)
     os.rename(initial + ".tmp", initial)
 
 
-def grow_id_embeddings(model: URM, n_items: int, seed: int = 0) -> URM:
+def grow_id_embeddings(model: URM, n_items: int, seed: int = 0,
+                       bias_start: tuple[torch.Tensor, torch.Tensor] | None = None) -> URM:
     """`model` with a learned ID row for each of `n_items` catalogue indices (in place; returned).
 
-    Indices are stable, so the first `n_items_trained` rows keep the model's learned vectors;
-    the rows of items new since are initialised as a fresh model initialises them.
+    Indices are stable, so the first `n_items_trained` rows keep the model's learned vectors and biases;
+    new items' ID rows are initialised as a fresh model initialises them, and their biases start where a cold
+    retrain would (`bias_start`: `training_target_counts`), or at 0, the average item, without it.
     """
     old = model.config.n_items_trained
     if n_items < old:
@@ -294,12 +293,14 @@ def grow_id_embeddings(model: URM, n_items: int, seed: int = 0) -> URM:
     with torch.no_grad():
         fresh.weight[:old] = model.fusion.id_embedding.weight[:old].to(fresh.weight.dtype)
     model.fusion.id_embedding = fresh.to(model.fusion.id_embedding.weight.device)
-    if model.item_bias is not None:  # new items' biases start at 0: the average item
-        grown = nn.Embedding(n_items, 1).to(model.item_bias.weight.device)
+    if model.item_bias is not None:
+        learned = model.item_bias.weight[:old]
+        model.item_bias = nn.Embedding(n_items, 1).to(learned.device)
         with torch.no_grad():
-            grown.weight.zero_()
-            grown.weight[:old] = model.item_bias.weight[:old]
-        model.item_bias = grown
+            model.item_bias.weight.zero_()
+            model.item_bias.weight[:old] = learned
+            if bias_start is not None:
+                model.init_item_bias(*bias_start, first=old)
     model.fusion.n_items_trained = n_items
     model.config = config
     return model
