@@ -18,13 +18,14 @@ import os
 import shutil
 from dataclasses import replace
 
-from jobs.common import embedding_udf, open_lake, parser, run
+from jobs.common import embedding_udf, existing_folder, open_lake, parser, run
 from recllm.config import load_config
 from recllm.data.formats import FORMATS
-from recllm.evaluation.benchmark import results_table, run_benchmark
 
 
 def main(args: argparse.Namespace) -> None:
+    from recllm.evaluation.benchmark import results_table, run_benchmark
+
     config = load_config(args.config)
     work = os.path.abspath(os.path.join(args.work, os.path.basename(os.path.normpath(args.data))))
     shutil.rmtree(work, ignore_errors=True)
@@ -42,7 +43,7 @@ def main(args: argparse.Namespace) -> None:
 
 def cli(argv: list[str] | None = None) -> None:
     p = parser(__doc__.splitlines()[0], needs_ds=False)
-    p.add_argument("--data", required=True, help="dataset folder")
+    p.add_argument("--data", required=True, type=existing_folder, help="dataset folder")
     p.add_argument("--format", required=True, choices=FORMATS)
     p.add_argument("--out", default=None, help="write the result rows as JSON")
     p.add_argument("--work", default="benchmark-work", help="folder for the benchmark's lake and models")

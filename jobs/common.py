@@ -4,30 +4,60 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from typing import Callable
 
-from recllm.config import ConfigError, RecllmConfig, load_config
-from recllm.data.synthetic import SyntheticConfig
-from recllm.lake import Lake, check_ds
-from recllm.nightly import StageFunctions
-from recllm.scoring.stage import ScoringFunctions
-from recllm.session import build_lake, build_spark
+from typing import TYPE_CHECKING
+
+from recllm.config import ConfigError, load_config
+from recllm.lake.base import check_ds
+
+if TYPE_CHECKING:  # the heavy modules (torch, Spark) load only once the arguments are checked
+    from recllm.config import RecllmConfig
+    from recllm.data.synthetic import SyntheticConfig
+    from recllm.lake import Lake
+    from recllm.nightly import StageFunctions
+    from recllm.scoring.stage import ScoringFunctions
 
 log = logging.getLogger("recllm.jobs")
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+class JobArgumentParser(argparse.ArgumentParser):
+    """argparse that answers a bad argument in one line (no usage block), exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
 
 def parser(description: str, needs_ds: bool = True) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=description)
+    """The options every job takes; each is checked here, before any Spark session or model loads."""
+    p = JobArgumentParser(description=description)
     p.add_argument("--ds", required=needs_ds, type=_ds, help="run date, YYYY-MM-DD")
-    p.add_argument("--config", default=None, help="YAML config (default: the embedded default)")
-    p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING ...")
+    p.add_argument("--config", default=None, type=existing_file, help="YAML config (default: the embedded default)")
+    p.add_argument("--log-level", default="INFO", type=str.upper, choices=LOG_LEVELS, help="default: INFO")
     return p
+
+
+def existing_file(value: str) -> str:
+    if not os.path.isfile(value):
+        raise argparse.ArgumentTypeError(f"no such file: {value!r}")
+    return value
+
+
+def existing_folder(value: str) -> str:
+    if not os.path.isdir(value):
+        raise argparse.ArgumentTypeError(f"no such folder: {value!r}")
+    return value
 
 
 def add_synthetic_args(p: argparse.ArgumentParser, days: int) -> None:
     """The synthetic shop's options (`jobs.land --source synthetic`, `jobs.demo`)."""
+    from recllm.data.synthetic import SyntheticConfig
+
     p.add_argument("--days", type=int, default=days, help="synthetic: consecutive days from --ds")
     p.add_argument("--seed", type=int, default=SyntheticConfig.seed)
     p.add_argument("--users", type=int, default=SyntheticConfig.n_users)
@@ -37,6 +67,8 @@ def add_synthetic_args(p: argparse.ArgumentParser, days: int) -> None:
 
 def synthetic_config(args: argparse.Namespace) -> SyntheticConfig:
     """The generator's settings from `add_synthetic_args`' options, starting at --ds when given."""
+    from recllm.data.synthetic import SyntheticConfig
+
     return SyntheticConfig(seed=args.seed, n_users=args.users, n_items=args.items, n_days=args.days,
                            start_ds=args.ds or SyntheticConfig.start_ds, bad_row_fraction=args.bad_row_fraction)
 
@@ -51,6 +83,8 @@ def _ds(value: str) -> str:
 
 def open_lake(args: argparse.Namespace, config: RecllmConfig | None = None) -> tuple[RecllmConfig, Lake]:
     """The job's config (`--config`, unless given) with a Spark session and the lake it names."""
+    from recllm.session import build_lake, build_spark
+
     config = config or load_config(args.config)
     spark = build_spark(config)
     return config, build_lake(spark, config)
@@ -65,6 +99,7 @@ def embedding_udf(config: RecllmConfig):
 
 def scoring_functions() -> ScoringFunctions:
     """Scoring's executor functions (`udfs.scoring`)."""
+    from recllm.scoring.stage import ScoringFunctions
     from udfs.scoring import candidates_fn, ctr_fn
 
     return ScoringFunctions(candidates=candidates_fn, ctr=ctr_fn)
@@ -72,13 +107,15 @@ def scoring_functions() -> ScoringFunctions:
 
 def stage_functions(config: RecllmConfig) -> StageFunctions:
     """Every executor function the nightly stages take."""
+    from recllm.nightly import StageFunctions
+
     return StageFunctions(embed=embedding_udf(config), scoring=scoring_functions())
 
 
 def run(name: str, main: Callable[[argparse.Namespace], None], args: argparse.Namespace) -> None:
     """Run job `name`'s body with logging; exit 1 with a one-line reason on any failure."""
     logging.basicConfig(
-        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+        level=getattr(logging, args.log_level),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("py4j").setLevel(logging.WARNING)

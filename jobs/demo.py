@@ -21,13 +21,14 @@ from jobs.common import add_synthetic_args, open_lake, parser, run, stage_functi
 from recllm.config import load_config
 from recllm.data.landing import land_day
 from recllm.data.synthetic import generate
-from recllm.nightly import run_nightly
 from schemas import CANDIDATES, COLD_START_FILLS, CTR_SCORES, EVENTS, ITEMS
 
 log = logging.getLogger("recllm.jobs.demo")
 
 
 def main(args: argparse.Namespace) -> None:
+    from recllm.nightly import run_nightly
+
     config = load_config(args.config)
     # every night retrains cold: on four days a warm start (the parent's item biases kept, a few epochs on one new
     # day) recalled last night's clicks worse than a cold retrain (README, the demo's table)

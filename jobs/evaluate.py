@@ -9,13 +9,14 @@ import argparse
 import logging
 
 from jobs.common import open_lake, parser, run
-from recllm.evaluation.evaluate import run_evaluation
-from recllm.registry import resolve_model
 
 log = logging.getLogger("recllm.jobs.evaluate")
 
 
 def main(args: argparse.Namespace) -> None:
+    from recllm.evaluation.evaluate import run_evaluation
+    from recllm.registry import resolve_model
+
     config, lake = open_lake(args)
     model = resolve_model(lake, args.model_version or config.score.model_version)
     frame = run_evaluation(lake, args.ds, config, model)

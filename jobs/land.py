@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from jobs.common import add_synthetic_args, open_lake, parser, run, synthetic_config
+from jobs.common import add_synthetic_args, existing_folder, open_lake, parser, run, synthetic_config
 from recllm.data.formats import FORMATS, REGISTRY, load_dataset
 from recllm.data.landing import land_day
 from recllm.data.synthetic import generate
@@ -22,8 +22,6 @@ log = logging.getLogger("recllm.jobs.land")
 
 
 def main(args: argparse.Namespace) -> None:
-    if args.source in REGISTRY and not args.path:
-        raise ValueError(f"--source {args.source} needs --path to {REGISTRY[args.source].folder}")
     _, lake = open_lake(args)
     if args.source in REGISTRY:
         day, _ = load_dataset(args.path, args.source, ds=args.ds)
@@ -38,9 +36,12 @@ def main(args: argparse.Namespace) -> None:
 def cli(argv: list[str] | None = None) -> None:
     p = parser(__doc__.splitlines()[0], needs_ds=False)
     p.add_argument("--source", choices=["synthetic", *FORMATS], default="synthetic")
-    p.add_argument("--path", help="dataset folder, for every source but synthetic")
+    p.add_argument("--path", type=existing_folder, help="dataset folder, for every source but synthetic")
     add_synthetic_args(p, days=3)
-    run("land", main, p.parse_args(argv))
+    args = p.parse_args(argv)
+    if args.source in REGISTRY and not args.path:
+        p.error(f"--source {args.source} needs --path to {REGISTRY[args.source].folder}")
+    run("land", main, args)
 
 
 if __name__ == "__main__":

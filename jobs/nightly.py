@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 
 from jobs.common import open_lake, parser, run, stage_functions
-from recllm.nightly import run_nightly
 
 
 def print_steps(ds: str, steps: list[tuple[str, float, str]]) -> None:
@@ -24,6 +23,8 @@ def print_steps(ds: str, steps: list[tuple[str, float, str]]) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
+    from recllm.nightly import run_nightly
+
     config, lake = open_lake(args)
     print_steps(args.ds, run_nightly(lake, args.ds, config, stage_functions(config)))
 

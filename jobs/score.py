@@ -14,12 +14,13 @@ import argparse
 import logging
 
 from jobs.common import open_lake, parser, run, scoring_functions
-from recllm.scoring.stage import run_scoring
 
 log = logging.getLogger("recllm.jobs.score")
 
 
 def main(args: argparse.Namespace) -> None:
+    from recllm.scoring.stage import run_scoring
+
     config, lake = open_lake(args)
     report = run_scoring(lake, args.ds, config, scoring_functions(), model_version=args.model_version)
     log.info(

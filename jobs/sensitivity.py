@@ -13,11 +13,12 @@ from __future__ import annotations
 import argparse
 
 from jobs.common import open_lake, parser, run
-from recllm.evaluation.sensitivity import prompt_sensitivity
-from recllm.registry import resolve_model
 
 
 def main(args: argparse.Namespace) -> None:
+    from recllm.evaluation.sensitivity import prompt_sensitivity
+    from recllm.registry import resolve_model
+
     config, lake = open_lake(args)
     model = resolve_model(lake, args.model_version or config.score.model_version)
     frame = prompt_sensitivity(lake, args.ds, model.path, args.objective, args.instruction, config.prompts,

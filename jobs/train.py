@@ -9,12 +9,13 @@ import argparse
 import logging
 
 from jobs.common import open_lake, parser, run
-from recllm.training.driver import run_training
 
 log = logging.getLogger("recllm.jobs.train")
 
 
 def main(args: argparse.Namespace) -> None:
+    from recllm.training.driver import run_training
+
     config, lake = open_lake(args)
     result = run_training(lake, args.ds, config, num_processes=args.num_processes)
     log.info(

@@ -8,7 +8,9 @@ key, a key given twice, a value of the wrong type or out of its range (`MINIMUMS
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -43,6 +45,7 @@ class IngestConfig:
     rating_max: float = 5.0
     age_min: int = 0
     age_max: int = 120
+    earliest_ts: str = "1990-01-01"  # timestamps before this day are implausible (epoch 0, year 1) and quarantined
 
 
 @dataclass
@@ -250,6 +253,9 @@ NON_EMPTY = (
 ORDERED = (("ingest.rating_min", "ingest.rating_max"), ("ingest.age_min", "ingest.age_max"))
 """Pairs (low, high) where low must not exceed high."""
 
+DATES = ("ingest.earliest_ts",)
+"""Keys whose value must be a calendar date written YYYY-MM-DD."""
+
 
 def check_section(section, name: str) -> None:
     """Refuse values out of range in one section (`name`: its key, e.g. "prompts"), naming the key."""
@@ -269,11 +275,24 @@ def check_section(section, name: str) -> None:
             raise ConfigError(f"{key} must be greater than 0, got {value!r}")
         if key in NON_EMPTY and not value.strip():
             raise ConfigError(f"{key} must not be empty")
+        if key in DATES and not is_calendar_date(value):
+            raise ConfigError(f"{key} must be a real calendar date as YYYY-MM-DD, got {value!r}")
     for low, high in ORDERED:
         if low.startswith(name + ".") and high.startswith(name + "."):
             a, b = getattr(section, low.split(".")[1]), getattr(section, high.split(".")[1])
             if a > b:
                 raise ConfigError(f"{low} ({a}) must not exceed {high} ({b})")
+
+
+def is_calendar_date(text) -> bool:
+    """True for a real calendar date written YYYY-MM-DD in ASCII digits, and nothing else (no trailing newline)."""
+    if not isinstance(text, str) or not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", text):
+        return False
+    try:
+        dt.date.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
 
 
 def check_values(config: RecllmConfig) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 
 import pandas as pd
@@ -34,10 +35,11 @@ def event(event_id, user_id="u1", item_id="i1", event_type="click", value=None, 
 
 ITEM_ROWS = {
     None: [item("i1"), item("i2", price=None)],
-    "null_id": [item(None)],
-    "missing_field": [item("i3", title=" ")],
+    "null_id": [item(None), item("\u00a0")],
+    "missing_field": [item("i3", title=" "), item("i8", title="\t"), item("i9", title="\u200b\u3000")],
     "unparseable_ts": [item("i4", created="last tuesday")],
     "future_ts": [item("i5", created="2026-01-03T00:00:00Z")],
+    "implausible_ts": [item("i10", created="0001-01-01T00:00:00Z")],
     "bad_type": [item("i6", price="cheap")],
     "out_of_range": [item("i7", price="-5")],
     "duplicate_id": [item("i1")],
@@ -47,6 +49,7 @@ USER_ROWS = {
     "null_id": [user("")],
     "unparseable_ts": [user("u3", created="2026-13-45")],
     "future_ts": [user("u4", created="2027-01-01T00:00:00Z")],
+    "implausible_ts": [user("u7", created="1970-01-01T00:00:00Z")],
     "bad_type": [user("u5", age="old")],
     "out_of_range": [user("u6", age="250")],
     "duplicate_id": [user("u1")],
@@ -59,10 +62,12 @@ EVENT_ROWS = {
         event("e4", event_type="search", query="trail shoes", ts="2026-01-02T23:59:59Z"),
         event("e5", user_id="u0", item_id="i0"),  # known from an earlier day
     ],
-    "null_id": [event(None), event("e6", user_id=None), event("e7", item_id="")],
+    "null_id": [event(None), event("e6", user_id=None), event("e7", item_id=""), event("e16", user_id="\t"),
+                event("\ufeff")],
     "unknown_event_type": [event("e8", event_type="teleport")],
     "unparseable_ts": [event("e9", ts="yesterday")],
     "future_ts": [event("e10", ts="2026-01-03T00:00:00Z")],
+    "implausible_ts": [event("e17", ts="1970-01-01T00:00:00Z"), event("e18", ts="0001-01-01T00:00:00Z")],
     "bad_type": [event("e11", event_type="purchase", value="abc")],
     "out_of_range": [event("e12", event_type="rating", value="7"), event("e13", event_type="purchase", value="-1")],
     "unknown_user": [event("e14", user_id="u404")],
@@ -159,3 +164,47 @@ def test_ingest_catches_exactly_the_generators_bad_rows_day_after_day(lake):
             assert c.rows_in == len(frame) == c.accepted + c.quarantined
         assert lake.read("events", ds=day.ds).count() == report.tables["events_raw"].accepted
         assert lake.read("quarantine", ds=day.ds).count() == sum(day.expected_rejects.values())
+
+
+def test_the_earliest_plausible_timestamp_is_a_setting(lake):
+    land(lake, ITEMS_RAW, {None: [item("i1", created="1995-06-01T00:00:00Z")]})
+    assert run_ingest(lake, DS, IngestConfig()).tables["items_raw"].accepted == 1
+    report = run_ingest(lake, DS, IngestConfig(earliest_ts="2000-01-01"))
+    assert report.tables["items_raw"].reasons == {"implausible_ts": 1}
+
+
+def test_an_event_id_accepted_on_two_earlier_days_is_counted_and_quarantined_once(spark, lake):
+    from schemas import EVENTS
+
+    for day in ("2025-12-30", "2025-12-31"):  # e0 got into events twice (out-of-order days, or an older version)
+        row = ("e0", "u0", "i0", "click", "home_feed", None, None, dt.datetime.fromisoformat(f"{day}T08:00:00+00:00"), day)
+        lake.overwrite_partition(EVENTS.name, spark.createDataFrame([row], EVENTS.spark), day)
+    land(lake, ITEMS_RAW, {None: [item("i0")]})
+    land(lake, EVENTS_RAW, {None: [event("e0", "u0", "i0")]})
+    report = run_ingest(lake, DS, IngestConfig())
+    counts = report.tables["events_raw"]
+    assert (counts.rows_in, counts.accepted, counts.quarantined, counts.reasons) == (1, 0, 1, {"duplicate_id": 1})
+    assert lake.read("quarantine", ds=DS).where(F.col("source_table") == "events_raw").count() == 1
+
+
+def test_counts_that_do_not_reconcile_fail_the_job_before_any_write():
+    from recllm.pipeline.ingest import IngestReport, ReconciliationError, TableCounts, reconcile
+
+    report = IngestReport(DS, "r", {"events_raw": TableCounts(2, 1, 1, {"duplicate_id": 1}),
+                                    "items_raw": TableCounts(3, 3, 0)})
+    reconcile({"events_raw": 2, "items_raw": 3}, report)
+    with pytest.raises(ReconciliationError, match="events_raw: 1 raw rows landed, 1 accepted \\+ 1 quarantined"):
+        reconcile({"events_raw": 1, "items_raw": 3}, report)
+
+
+def test_rerunning_an_older_day_never_reverts_a_newer_upsert(lake):
+    days = ("2026-01-02", "2026-01-03")
+    for day in days:
+        land(lake, ITEMS_RAW, {None: [item("i1", title=f"title of {day}", created="2026-01-01T00:00:00Z")]}, day)
+        land(lake, USERS_RAW, {None: [user("u1", age="30" if day == days[0] else "31",
+                                           created="2026-01-01T00:00:00Z")]}, day)
+    for day in (*days, days[0]):
+        run_ingest(lake, day, IngestConfig())
+    item_row, user_row = lake.read("items").collect(), lake.read("users").collect()
+    assert [(r.title, r.ds) for r in item_row] == [("title of 2026-01-03", "2026-01-03")]
+    assert [(r.age, r.ds) for r in user_row] == [(31, "2026-01-03")]

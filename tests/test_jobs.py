@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import pytest
 
@@ -54,18 +55,49 @@ def test_land_loads_a_recbole_folder_through_the_format_registry(config_file, tm
 
 
 @pytest.mark.parametrize("source", ["movielens", "amazon", "recbole"])
-def test_a_dataset_source_without_a_path_fails_with_exit_1_saying_what_it_needs(source, tmp_path, caplog):
+def test_a_dataset_source_without_a_path_fails_with_exit_2_saying_what_it_needs(source, capsys):
     with pytest.raises(SystemExit) as exit_:
-        land.cli(["--config", str(tmp_path / "never-read.yaml"), "--source", source])
-    assert exit_.value.code == 1
-    assert f"--source {source} needs --path to a" in caplog.text
+        land.cli(["--source", source])
+    assert exit_.value.code == 2
+    assert f"--source {source} needs --path to a" in capsys.readouterr().err
+
+
+_REFUSE = """
+import sys
+from pyspark import SparkContext
+import jobs.{job} as job
+try:
+    job.cli({argv!r})
+except SystemExit as e:
+    print("exit", e.code, "torch" in sys.modules, SparkContext._active_spark_context is not None)
+"""
+
+
+@pytest.mark.parametrize("job, argv, says", [
+    ("benchmark", ["--data", "/no/such/folder", "--format", "movielens"], "--data: no such folder: '/no/such/folder'"),
+    ("land", ["--source", "recbole", "--path", "/no/such/folder"], "--path: no such folder"),
+    ("ingest", ["--ds", "2026-13-45"], "ds must be a real calendar date as YYYY-MM-DD, got '2026-13-45'"),
+    ("ingest", ["--ds", "2026-02-30"], "got '2026-02-30'"),
+    ("ingest", ["--ds", "2026-03-01\n"], "got '2026-03-01\\n'"),
+    ("nightly", ["--ds", "\uff12\uff10\uff12\uff16-03-01"], "ds must be a real calendar date"),
+    ("ingest", ["--ds", "2026-03-01", "--log-level", "LOUD"], "--log-level: invalid choice: 'LOUD'"),
+    ("train", ["--ds", "2026-03-01", "--config", "/no/such.yaml"], "--config: no such file: '/no/such.yaml'"),
+])
+def test_argument_and_path_errors_answer_in_one_line_before_spark_or_torch_load(job, argv, says):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _REFUSE.format(job=job, argv=argv)], capture_output=True, text=True,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), timeout=120)
+    assert done.stdout.split() == ["exit", "2", "False", "False"], done.stdout + done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and says in done.stderr, done.stderr
 
 
 def test_a_bad_date_is_refused_before_anything_runs(config_file, capsys):
     with pytest.raises(SystemExit) as exit_:
         ingest.cli(["--ds", "03/01/2026", "--config", config_file])
     assert exit_.value.code == 2
-    assert "ds must be a date as YYYY-MM-DD" in capsys.readouterr().err
+    assert "ds must be a real calendar date as YYYY-MM-DD" in capsys.readouterr().err
 
 
 def test_a_malformed_config_fails_with_exit_1_naming_the_key(tmp_path, caplog):

@@ -13,12 +13,12 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, DataType, MapType, StructType
 
+from recllm.config import is_calendar_date
 from schemas import TABLES, TableSchema
 
 log = logging.getLogger("recllm.lake")  # the lake's one logger, whichever backend writes
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_DS = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
 class SchemaMismatchError(ValueError):
@@ -30,9 +30,11 @@ class TableNotFoundError(LookupError):
 
 
 def check_ds(ds: str) -> str:
-    """Return `ds` if it is an ISO date `YYYY-MM-DD`, else raise a clear error."""
-    if not isinstance(ds, str) or not _DS.match(ds):
-        raise ValueError(f"ds must be a date as YYYY-MM-DD, got {ds!r}")
+    """Return `ds` if it is a real calendar date written `YYYY-MM-DD` in ASCII and nothing else, else raise.
+
+    The one check every run date passes where it enters (job arguments, stages, reads), before Spark starts."""
+    if not is_calendar_date(ds):
+        raise ValueError(f"ds must be a real calendar date as YYYY-MM-DD, got {ds!r}")
     return ds
 
 
@@ -222,7 +224,12 @@ class Lake(ABC):
         return version
 
     def merge(self, table: str, df: DataFrame) -> int:
-        """Upsert `df` by the table's key: matching rows are updated, new keys inserted."""
+        """Upsert `df` by the table's key: new keys are inserted, matching rows updated, except that a row is
+        never replaced by one from an earlier `ds` (a rerun of an older day leaves newer upserts alone).
+
+        A table no job has written yet is created empty first and merged into like any other, so two jobs
+        upserting into a new table at once end with one row per key (the later one merges again on top).
+        """
         contract = self.contract(table)
         df = conform(df, contract)
         keys = list(contract.keys)
@@ -230,8 +237,13 @@ class Lake(ABC):
         if dupes:
             raise ValueError(f"merge into {table}: source has duplicate keys {[tuple(r)[:-1] for r in dupes]}")
         if not self.exists(table):
-            return self.append(table, df)
+            self._create(contract)
         return self._merge(contract, df)
+
+    @staticmethod
+    def merge_update_condition(contract: TableSchema, source: str = "s", target: str = "t") -> str | None:
+        """SQL condition for updating a matched row: the source is not from an earlier `ds` (None: no `ds`)."""
+        return f"{source}.ds >= {target}.ds" if "ds" in contract.column_names else None
 
     # -- maintenance --------------------------------------------------------------------
 
@@ -280,8 +292,13 @@ class Lake(ABC):
         """Commit the conformed `df`: append, overwrite all, or overwrite partition `replace_ds`."""
 
     @abstractmethod
+    def _create(self, contract: TableSchema) -> None:
+        """Create the table empty; another job creating it at the same moment is no error."""
+
+    @abstractmethod
     def _merge(self, contract: TableSchema, df: DataFrame) -> int:
-        """Upsert the conformed, key-unique `df` into the existing table; returns the new version."""
+        """Upsert the conformed, key-unique `df` into the existing table, updating a matched row only under
+        `merge_update_condition`; returns the new version."""
 
     @abstractmethod
     def _optimize(self, table: str) -> None:

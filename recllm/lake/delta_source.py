@@ -3,6 +3,8 @@
 Executors write Parquet files into the table folder; the driver commits every file of
 the job in ONE Delta transaction (`commit`, redone on top of another job's commit that
 lands first), or deletes them all (`abort`), so a failed write leaves no trace in the log.
+Only files no committed version names are ever deleted: a failure after the log entry landed
+(a checkpoint, say) is logged as a warning and the write stands.
 Readers list the table's files through delta-rs (at a version, pruned by pushed-down
 partition filters) and read them with pyarrow in parallel.
 
@@ -25,6 +27,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Iterator
+from urllib.parse import unquote
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -171,11 +174,36 @@ class DeltaRsWriter(DataSourceArrowWriter):
             )
             for f in files
         ]
+        before = self._latest_version()
         try:
             self._commit_actions(actions, Schema.from_arrow(self.contract.arrow))
-        except BaseException:
+        except BaseException as error:
+            if files and self._committed_since(before, {f.path for f in files}):
+                # The log entry landed and a step after it failed (a checkpoint, say): the version is real,
+                # its files must stay, and a later write or checkpoint will catch up.
+                log.warning("%s: committed, but a step after the commit failed: %s",
+                            self.contract.name, str(error).splitlines()[0] if str(error) else type(error).__name__)
+                return
             self._delete(files)
             raise
+
+    def _latest_version(self) -> int:
+        from deltalake import DeltaTable
+
+        return DeltaTable(self.path).version() if DeltaTable.is_deltatable(self.path) else -1
+
+    def _committed_since(self, version: int, paths: set[str]) -> bool:
+        """Whether a log entry after `version` adds any of `paths`: only files no version names may be deleted."""
+        log_dir = os.path.join(self.path, "_delta_log")
+        entry = version + 1
+        while os.path.exists(name := os.path.join(log_dir, f"{entry:020d}.json")):
+            with open(name) as f:
+                for line in f:
+                    added = json.loads(line).get("add") if line.strip() else None
+                    if added and unquote(added["path"]) in paths:  # the log may percent-encode paths
+                        return True
+            entry += 1
+        return False
 
     def _commit_actions(self, actions: list, schema) -> None:
         """Commit `actions` in one transaction, redone on the latest version if another job's lands first.

@@ -8,7 +8,7 @@ import pyarrow as pa
 from pyspark.sql import DataFrame
 
 from recllm.lake.base import Lake, check_ds, log
-from recllm.lake.delta_source import FORMAT_NAME, DeltaRsDataSource, conform_batch
+from recllm.lake.delta_source import COMMIT_ATTEMPTS, FORMAT_NAME, DeltaRsDataSource, conform_batch
 from schemas import TableSchema
 
 
@@ -64,16 +64,39 @@ class DeltaRsLake(Lake, backend="deltars"):
             writer = writer.option("replace_ds", replace_ds)
         writer.save()
 
+    def _create(self, contract: TableSchema) -> None:
+        from deltalake import DeltaTable
+
+        try:
+            DeltaTable.create(self.location(contract.name), schema=contract.arrow, mode="ignore",
+                              partition_by=list(contract.partition_by) or None, name=contract.name)
+        except Exception:
+            if not self.exists(contract.name):
+                raise
+            log.warning("%s: another job created the table first", contract.name)
+
     def _merge(self, contract: TableSchema, df: DataFrame) -> int:
+        """delta-rs's merge; when another job commits first (a concurrent merge added rows this one did not
+        read), the merge is done again on the newer version rather than committing duplicate keys."""
+        from deltalake.exceptions import CommitFailedError
+
         source = conform_batch(pa.table(df.toArrow()), contract)
         on = " AND ".join(f"t.{k} = s.{k}" for k in contract.keys)
-        (
-            self._table(contract.name)
-            .merge(source, predicate=on, source_alias="s", target_alias="t")
-            .when_matched_update_all()
-            .when_not_matched_insert_all()
-            .execute()
-        )
+        for attempt in range(1, COMMIT_ATTEMPTS + 1):
+            try:
+                (
+                    self._table(contract.name)
+                    .merge(source, predicate=on, source_alias="s", target_alias="t")
+                    .when_matched_update_all(predicate=self.merge_update_condition(contract))
+                    .when_not_matched_insert_all()
+                    .execute()
+                )
+                break
+            except CommitFailedError as error:
+                if attempt == COMMIT_ATTEMPTS:
+                    raise
+                log.warning("%s: another job committed first (%s); merging again on top of it (attempt %d of %d)",
+                            contract.name, str(error).splitlines()[0], attempt + 1, COMMIT_ATTEMPTS)
         version = self.version(contract.name)
         log.info("%s: merged %d rows -> version %d", contract.name, source.num_rows, version)
         return version

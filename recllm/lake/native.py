@@ -47,13 +47,18 @@ class NativeLake(Lake, backend="native"):
         else:
             writer.save(self.location(contract.name))
 
+    def _create(self, contract: TableSchema) -> None:
+        """An empty append creates the table; Delta's own protocol fails a second creator clearly."""
+        self._save(contract, self.spark.createDataFrame([], contract.spark), overwrite=False, replace_ds=None)
+
     def _merge(self, contract: TableSchema, df: DataFrame) -> int:
         view = f"_recllm_merge_{contract.name}"
         df.createOrReplaceTempView(view)
         on = " AND ".join(f"t.`{k}` = s.`{k}`" for k in contract.keys)
+        newer = self.merge_update_condition(contract)
         self.spark.sql(
             f"MERGE INTO {self._sql_ref(contract.name)} t USING {view} s ON {on} "
-            "WHEN MATCHED THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT *"
+            f"WHEN MATCHED{f' AND {newer}' if newer else ''} THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT *"
         )
         return self.version(contract.name)
 

@@ -1,8 +1,9 @@
 """Ingest: validate one day of landed raw rows into typed tables, quarantining the rest.
 
 Each raw row gets the FIRST rule it breaks as its reason (rules are checked in the order
-of each table's `*_RULES`); rows with no reason are accepted. Counts reconcile exactly:
-rows in = accepted + quarantined, per table. All validation happens before any write, and
+of each `validate_*` function's rules); rows with no reason are accepted. Counts reconcile exactly, and
+are checked independently (`reconcile`: the raw rows counted on their own against accepted +
+quarantined, per table) before anything is written. All validation happens before any write, and
 every write replaces (events, quarantine: the `ds` partition) or upserts (items, users),
 so a rerun for the same `ds` leaves the tables as they were.
 
@@ -22,7 +23,7 @@ from pyspark.sql import functions as F
 
 from recllm.config import IngestConfig
 from recllm.lake import Lake
-from recllm.model.tokens import CONTROL_PATTERN
+from recllm.model.tokens import BLANK_CHARACTER, BLANK_ENDS, CONTROL_PATTERN
 from schemas import EVENT_TYPES, EVENTS, EVENTS_RAW, ITEMS, ITEMS_RAW, QUARANTINE, USERS, USERS_RAW
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,7 @@ REASONS = (
     "unknown_event_type",
     "unparseable_ts",
     "future_ts",
+    "implausible_ts",
     "bad_type",
     "out_of_range",
     "unknown_user",
@@ -78,11 +80,23 @@ def _defused(c: Column) -> Column:
 
 
 def _blank(c: Column) -> Column:
-    return c.isNull() | (F.trim(c) == "")
+    """Null, or only characters that show nothing (Unicode white space, control, format: `tokens.is_blank`)."""
+    return c.isNull() | c.rlike(rf"\A{BLANK_CHARACTER}*\z")
+
+
+def _stripped_or_null(c: Column) -> Column:
+    """Text without blank ends; null when nothing is left."""
+    return F.nullif(F.regexp_replace(c, BLANK_ENDS, ""), F.lit(""))
 
 
 def _after_day(ts: Column, ds: str) -> Column:
     return ts >= F.to_timestamp(F.lit(ds)) + F.expr("INTERVAL 1 DAY")
+
+
+def _before(ts: Column, earliest: str) -> Column:
+    """Before `ingest.earliest_ts`: epoch 0, year 1 and the like, which no shop logged (and year 1 breaks
+    `collect()`/`toPandas()` of a partition that holds it)."""
+    return ts < F.to_timestamp(F.lit(earliest))
 
 
 def _row_json(raw: DataFrame) -> Column:
@@ -123,6 +137,7 @@ def validate_events(
         ("unknown_event_type", ~F.coalesce(F.col("event_type").isin(*EVENT_TYPES), F.lit(False))),
         ("unparseable_ts", F.col("_ts").isNull()),
         ("future_ts", _after_day(F.col("_ts"), ds)),
+        ("implausible_ts", _before(F.col("_ts"), config.earliest_ts)),
         ("bad_type", F.col("value").isNotNull() & (F.col("_value").isNull() | F.isnan(F.col("_value")))),
         ("out_of_range", rating_out | (F.col("_value") < 0) | (F.abs(F.col("_value")) == float("inf"))),
         ("unknown_user", user_unknown),
@@ -137,8 +152,8 @@ def validate_events(
         "user_id",
         "item_id",
         "event_type",
-        F.coalesce(F.nullif(F.trim("scenario"), F.lit("")), F.lit("unknown")).alias("scenario"),
-        F.nullif(F.col("query"), F.lit("")).alias("query"),
+        F.coalesce(_stripped_or_null(F.col("scenario")), F.lit("unknown")).alias("scenario"),
+        _stripped_or_null(F.col("query")).alias("query"),
         F.col("_value").alias("value"),
         F.col("_ts").alias("ts"),
         F.lit(ds).alias("ds"),
@@ -147,7 +162,7 @@ def validate_events(
     )
 
 
-def validate_items(raw: DataFrame, ds: str) -> DataFrame:
+def validate_items(raw: DataFrame, ds: str, config: IngestConfig) -> DataFrame:
     """Raw catalogue rows with typed columns, `_row_json`, and `_reason`."""
     created = F.col("created_ts").try_cast("timestamp")
     price = F.col("price").try_cast("double")
@@ -157,6 +172,7 @@ def validate_items(raw: DataFrame, ds: str) -> DataFrame:
         ("missing_field", _blank(F.col("title"))),
         ("unparseable_ts", F.col("_created").isNull()),
         ("future_ts", _after_day(F.col("_created"), ds)),
+        ("implausible_ts", _before(F.col("_created"), config.earliest_ts)),
         ("bad_type", F.col("price").isNotNull() & (F.col("_price").isNull() | F.isnan(F.col("_price")))),
         ("out_of_range", (F.col("_price") < 0) | (F.col("_price") == float("inf"))),
     ]
@@ -182,6 +198,7 @@ def validate_users(raw: DataFrame, ds: str, config: IngestConfig) -> DataFrame:
         ("null_id", _blank(F.col("user_id"))),
         ("unparseable_ts", F.col("_created").isNull()),
         ("future_ts", _after_day(F.col("_created"), ds)),
+        ("implausible_ts", _before(F.col("_created"), config.earliest_ts)),
         ("bad_type", F.col("age").isNotNull() & F.col("_age").isNull()),
         ("out_of_range", (F.col("_age") < config.age_min) | (F.col("_age") > config.age_max)),
     ]
@@ -219,6 +236,19 @@ def quarantined(validated: DataFrame, source_table: str, ds: str, run_id: str) -
     )
 
 
+class ReconciliationError(RuntimeError):
+    """Validation produced more or fewer rows than were landed: nothing is written."""
+
+
+def reconcile(raw_rows: dict[str, int], report: IngestReport) -> None:
+    """Raise unless each table's landed raw rows (counted on their own) equal its accepted + quarantined rows."""
+    broken = [f"{name}: {n} raw rows landed, {report.tables[name].accepted} accepted + "
+              f"{report.tables[name].quarantined} quarantined" for name, n in raw_rows.items()
+              if n != report.tables[name].accepted + report.tables[name].quarantined]
+    if broken:
+        raise ReconciliationError(f"ingest ds={report.ds}: counts do not reconcile; nothing written ({'; '.join(broken)})")
+
+
 def count_reasons(validated: DataFrame) -> TableCounts:
     """Rows in, accepted and quarantined (by reason) of one validated table; they reconcile."""
     by_reason = {r["_reason"]: r["count"] for r in validated.groupBy("_reason").count().collect()}
@@ -236,7 +266,7 @@ def run_ingest(lake: Lake, ds: str, config: IngestConfig, run_id: str | None = N
     def raw(name: str) -> DataFrame:
         return lake.read(name, ds=ds) if lake.exists(name) else spark.createDataFrame([], lake.contract(name).spark)
 
-    items = validate_items(raw(ITEMS_RAW.name), ds).cache()
+    items = validate_items(raw(ITEMS_RAW.name), ds, config).cache()
     users = validate_users(raw(USERS_RAW.name), ds, config).cache()
     new_item_ids = accepted(items).select("item_id")
     new_user_ids = accepted(users).select("user_id")
@@ -246,7 +276,7 @@ def run_ingest(lake: Lake, ds: str, config: IngestConfig, run_id: str | None = N
         lake.read_or_empty(USERS.name).select("user_id").union(new_user_ids).distinct() if keeps_users else None
     )
     earlier_ids = (
-        lake.read(EVENTS.name).where(F.col("ds") != ds).select("event_id")
+        lake.read(EVENTS.name).where(F.col("ds") != ds).select("event_id").distinct()
         if lake.exists(EVENTS.name)
         else spark.createDataFrame([], "event_id string")
     )
@@ -256,6 +286,7 @@ def run_ingest(lake: Lake, ds: str, config: IngestConfig, run_id: str | None = N
     report = IngestReport(ds, run_id, {name: count_reasons(v) for name, v in validated.items()})
     for line in report.lines():
         log.info("ingest ds=%s run=%s %s", ds, run_id, line)
+    reconcile({name: raw(name).count() for name in validated}, report)
     if report.tables[EVENTS_RAW.name].rows_in == 0:
         log.warning("ingest ds=%s: no raw events landed for this date; writing an empty events partition", ds)
 

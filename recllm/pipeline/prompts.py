@@ -47,7 +47,7 @@ from pyspark.sql import functions as F
 
 from recllm.config import ConfigError, PromptsConfig, check_section
 from recllm.lake import Lake
-from recllm.model.tokens import CONTROL_PATTERN, ITEM_SLOT
+from recllm.model.tokens import BLANK_ENDS, CONTROL_PATTERN, ITEM_SLOT
 from recllm.pipeline.objectives import CTR, LONG_TAIL_HEAD_FRACTION, Objective, example_template_version, objectives_from_config
 from schemas import EVENTS, ITEMS, PROMPTS, USERS
 
@@ -70,7 +70,8 @@ def neutral(text: Column, max_chars: int) -> Column:
     As `tokens.neutralize`, plus the `|` rewrite: with no `|` in outside text, no field can
     complete a control token with the template's or another field's characters.
     """
-    return F.translate(F.regexp_replace(F.substring(text, 1, max_chars), CONTROL_PATTERN, "<$1>"), "|", "/")
+    defused = F.translate(F.regexp_replace(F.substring(text, 1, max_chars), CONTROL_PATTERN, "<$1>"), "|", "/")
+    return F.regexp_replace(defused, BLANK_ENDS, "")
 
 
 @dataclass(frozen=True)
@@ -327,9 +328,9 @@ def profiles(lake: Lake, max_chars: int) -> DataFrame:
     profile, rendered as "unknown" like a user without a row.
     """
     def field(label: str, value: Column) -> Column:
-        return F.concat(F.lit(label + " "), F.nullif(F.trim(neutral(value, max_chars)), F.lit("")))
+        return F.concat(F.lit(label + " "), F.nullif(neutral(value, max_chars), F.lit("")))
 
-    about = F.nullif(F.regexp_replace(F.trim(neutral(F.col("profile_text"), max_chars)), r"[\s.]+$", ""), F.lit(""))
+    about = F.nullif(F.regexp_replace(neutral(F.col("profile_text"), max_chars), r"[\s.]+$", ""), F.lit(""))
     known = F.concat_ws(
         ", ",
         field("age", F.col("age").cast("string")),
