@@ -199,7 +199,7 @@ def test_a_directory_without_interactions_names_the_files_looked_for(tmp_path):
 
 def test_a_header_field_without_type_is_an_error(tmp_path):
     root = _directory(tmp_path / "bad", {"bad.inter": "user_id\titem_id:token\n1\t10\n"})
-    with pytest.raises(ValueError, match=r"bad\.inter: header field 'user_id' lacks a :type"):
+    with pytest.raises(ValueError, match=r"bad\.inter, line 1: header field 'user_id' lacks a :type"):
         load_recbole(root)
 
 

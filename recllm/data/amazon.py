@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import gzip
 import json
+import zlib
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -63,18 +64,25 @@ def amazon_files(folder: str | Path) -> tuple[Path, Path | None]:
 
 
 def _json_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, object) for each non-blank line of a JSON lines file, gunzipped when it ends in .gz."""
+    """(line number, object) for each non-blank line of a JSON lines file, gunzipped when it ends in .gz;
+    a file that ends early, is corrupt or is not UTF-8 is refused naming the line it broke at."""
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            if line.strip():
-                yield number, _parse(line, path, number)
+    number = 0
+    try:
+        with opener(path, "rt", encoding="utf-8") as lines:
+            for number, line in enumerate(lines, start=1):
+                if line.strip():
+                    yield number, _parse(line, path, number)
+    except (EOFError, OSError, zlib.error, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}, line {number + 1}: unreadable ({type(err).__name__}: {err})") from None
 
 
 def _parse(line: str, path: Path, number: int) -> dict[str, Any]:
     """One JSON object; the 2014 metadata's Python-literal lines (single quotes) are accepted too."""
     try:
         record = json.loads(line)
+    except RecursionError:
+        raise ValueError(f"{path}, line {number}: JSON nested too deeply") from None
     except json.JSONDecodeError as err:
         try:
             record = ast.literal_eval(line.strip())
@@ -98,21 +106,30 @@ def _reviews(path: Path) -> pd.DataFrame:
     """user, item, value (rating text) and seconds of every review, in file order."""
     rows = []
     for number, record in _json_lines(path):
-        user = _first(record, "user_id", "reviewerID")
-        item = _first(record, "parent_asin", "asin")
-        if user is None or item is None:
-            raise ValueError(f"{path}, line {number}: review has no {'user' if user is None else 'item'} id")
+        user = _id(_first(record, "user_id", "reviewerID"), "user", path, number)
+        item = _id(_first(record, "parent_asin", "asin"), "item", path, number)
         rating = _first(record, "rating", "overall")
-        rows.append((str(user), str(item), None if rating is None else _number(rating), _seconds(record, path, number)))
+        rows.append((user, item, None if rating is None else _number(rating), _seconds(record, path, number)))
     return pd.DataFrame(rows, columns=["user", "item", "value", "seconds"]).astype({"seconds": "int64"})
 
 
+def _id(value: Any, what: str, path: Path, number: int) -> str:
+    """An id as text: a JSON string or integer; anything else (an object, a list, true, 1.5) is refused."""
+    if value is None:
+        raise ValueError(f"{path}, line {number}: record has no {what} id")
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise ValueError(f"{path}, line {number}: {what} id {json.dumps(value)[:60]} is not a string or an integer")
+    return str(value)
+
+
 def _number(value: Any) -> str:
-    """A rating as decimal text, 5 and 5.0 both giving "5.0"; non-numbers are kept as landed."""
-    try:
+    """A rating as decimal text, 5 and 5.0 both giving "5.0"; anything else lands as written (true, "five",
+    {"x": 1} as JSON text) for ingest to quarantine, never coerced."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(float(value))
-    except (TypeError, ValueError):
-        return str(value)
+    if isinstance(value, str):
+        return value
+    return json.dumps(value)
 
 
 def _seconds(record: dict[str, Any], path: Path, number: int) -> int:
@@ -123,20 +140,23 @@ def _seconds(record: dict[str, Any], path: Path, number: int) -> int:
         key, per_second = "unixReviewTime", 1
     else:
         raise ValueError(f"{path}, line {number}: review has no timestamp or unixReviewTime")
+    value = record[key]
     try:
-        return int(record[key]) // per_second
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{path}, line {number}: {key} {record[key]!r} is not an integer") from err
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise TypeError
+        seconds = int(value) // per_second
+        if abs(seconds) >= 2**62:
+            raise OverflowError
+        return seconds
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"{path}, line {number}: {key} {json.dumps(value)[:60]} is not an integer") from None
 
 
 def _metadata(path: Path) -> list[dict[str, Any]]:
     """Metadata records with an item id, the first record winning when an id repeats (2018 dumps repeat some)."""
     records: dict[str, dict[str, Any]] = {}
     for number, record in _json_lines(path):
-        item = _first(record, "parent_asin", "asin")
-        if item is None:
-            raise ValueError(f"{path}, line {number}: metadata has no parent_asin or asin")
-        records.setdefault(str(item), record)
+        records.setdefault(_id(_first(record, "parent_asin", "asin"), "item", path, number), record)
     return [{"item": item, **record} for item, record in records.items()]
 
 

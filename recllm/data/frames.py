@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from dataclasses import dataclass, field
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
+from recllm.model.tokens import is_blank
 from schemas import EVENTS_RAW, USERS_RAW
 
 PRICE = re.compile(r"\$?\s*(\d{1,3}(?:,\d{3})+|\d+)(\.\d+)?")
@@ -39,18 +43,37 @@ def object_frame(columns: list[str], data: dict[str, list[Any]]) -> pd.DataFrame
 
 
 def iso_utc(unix_seconds: pd.Series) -> list[str]:
-    """ISO 8601 UTC strings for unix timestamps in seconds."""
-    return list(pd.to_datetime(unix_seconds, unit="s", utc=True).dt.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    """ISO 8601 UTC strings for unix timestamps in seconds, any int64 among them: a time past pandas' year 2262
+    (or before 1677) lands as written (say "3000-01-01T00:00:00Z") for ingest to judge, never aborting the load."""
+    seconds = np.asarray(unix_seconds, dtype="int64").astype("datetime64[s]")
+    return [text + "Z" for text in np.datetime_as_string(seconds, unit="s")]
 
 
 def latest_ds(unix_seconds: pd.Series) -> str:
-    """The UTC date (YYYY-MM-DD) of the latest timestamp: a loader's default ds."""
-    return pd.Timestamp(int(unix_seconds.max()), unit="s", tz="UTC").strftime("%Y-%m-%d")
+    """The UTC date (YYYY-MM-DD) of the latest timestamp up to now: a loader's default ds. Times after now
+    (a clock error, a corrupt row) do not move the day; ingest quarantines them as future_ts."""
+    now = int(time.time())
+    seconds = np.asarray(unix_seconds, dtype="int64")
+    seconds = seconds[seconds <= now]
+    if not len(seconds):
+        raise ValueError("every timestamp is in the future; give the landing date with --ds")
+    return str(np.datetime64(int(seconds.max()), "s").astype("datetime64[D]"))
 
 
-def prefixed(values: pd.Series | list | range, prefix: str = "") -> list[str]:
-    """Values as prefixed strings, e.g. user 7 -> "u7"."""
-    return [f"{prefix}{v}" for v in values]
+def prefixed(values: pd.Series | list | range, prefix: str = "") -> list[str | None]:
+    """Values as prefixed strings, e.g. user 7 -> "u7"; a blank id stays None, for ingest to quarantine as
+    null_id (a prefix would make it a real id)."""
+    return [None if v is None or is_blank(str(v)) else f"{prefix}{v}" for v in values]
+
+
+def nul_line(path: Path) -> int | None:
+    """The number of the first line of `path` holding a NUL character (which CSV readers would cut the field
+    at), else None."""
+    with open(path, "rb") as f:
+        for number, line in enumerate(f, start=1):
+            if b"\x00" in line:
+                return number
+    return None
 
 
 def clean_text(value: Any) -> str | None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from recllm.data.frames import LandedDay, iso_utc, latest_ds, object_frame, prefixed, users_without_profiles
+from recllm.data.frames import LandedDay, iso_utc, latest_ds, nul_line, object_frame, prefixed, users_without_profiles
 from schemas import EVENTS_RAW, ITEMS_RAW
 
 SCENARIO = "movielens"
@@ -38,8 +38,27 @@ def load_movielens(path: str | Path, ds: str | None = None) -> LandedDay:
 
 
 def _read(path: Path, dtypes: dict[str, object]) -> pd.DataFrame:
-    """Read one quoted UTF-8 CSV with explicit dtypes, keeping strings like "NA" as text."""
-    return pd.read_csv(path, dtype=dtypes, usecols=list(dtypes), keep_default_na=False, encoding="utf-8")
+    """Read one quoted UTF-8 CSV with explicit dtypes, keeping strings like "NA" as text; a file that cannot be
+    read whole and as written (a NUL in a field, a ragged row, a non-integer id or time) is refused in one line
+    naming the file, the line and the problem."""
+    if (number := nul_line(path)) is not None:
+        raise ValueError(f"{path}, line {number}: a NUL character (a CSV reader would cut the field there)")
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+    except (pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: {str(err).strip().splitlines()[0]}") from None
+    missing = [c for c in dtypes if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{path}, line 1: missing column(s) {missing} (has {list(frame.columns)})")
+    frame = frame[list(dtypes)]
+    for column, dtype in dtypes.items():
+        if dtype == "int64":
+            numbers = pd.to_numeric(frame[column].where(frame[column].str.fullmatch(r"-?[0-9]{1,18}")), errors="coerce")
+            if numbers.isna().any():
+                row = int(numbers.isna().to_numpy().argmax())
+                raise ValueError(f"{path}, line {row + 2}: {column} {frame[column].iloc[row]!r} is not an integer")
+            frame[column] = numbers.astype("int64")
+    return frame
 
 
 def _read_tags(path: Path) -> pd.DataFrame:

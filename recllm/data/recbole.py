@@ -10,7 +10,6 @@ with synthetic times one second apart, so a leave-last-out split reproduces the 
 
 from __future__ import annotations
 
-import csv
 import glob
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,20 +104,38 @@ def _file(stem: Path, suffix: str) -> Path:
 
 
 def _read_atomic(path: Path) -> tuple[pd.DataFrame, dict[str, str]]:
-    """A RecBole TSV as all-string columns named without their `:type`, and each field's type."""
-    with open(path, encoding="utf-8") as lines:
-        header = lines.readline().rstrip("\r\n").split("\t")
+    """A RecBole TSV as all-string columns named without their `:type` (indexed by line number), and each
+    field's type.
+
+    Every row must have exactly the header's fields: a repeated header field, or a row with a field too many or
+    too few, would shift or drop columns, so the file is refused in one line naming the line. Fields are split
+    on tabs as written (no quoting; a NUL stays in its field for ingest to judge).
+    """
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            lines = [line.removesuffix("\r") for line in f.read().split("\n")]  # not splitlines: U+2028 is text
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    if not lines:
+        raise ValueError(f"{path}, line 1: no header")
     types = {}
-    for field in header:
+    for field in lines[0].split("\t"):
         field_name, _, kind = field.partition(":")
         if kind not in FIELD_TYPES:
-            raise ValueError(f"{path}: header field {field!r} lacks a :type ({', '.join(FIELD_TYPES)})")
+            raise ValueError(f"{path}, line 1: header field {field!r} lacks a :type ({', '.join(FIELD_TYPES)})")
+        if field_name in types:
+            raise ValueError(f"{path}, line 1: header field {field_name!r} appears twice")
         types[field_name] = kind
-    frame = pd.read_csv(
-        path, sep="\t", header=None, skiprows=1, names=list(types), dtype=str,
-        keep_default_na=False, quoting=csv.QUOTE_NONE, encoding="utf-8",
-    )
-    return frame, types
+    rows, numbers = [], []
+    for number, line in enumerate(lines[1:], start=2):
+        if not line:
+            continue
+        values = line.split("\t")
+        if len(values) != len(types):
+            raise ValueError(f"{path}, line {number}: {len(values)} fields, the header has {len(types)}")
+        rows.append(values)
+        numbers.append(number)
+    return pd.DataFrame(rows, columns=list(types), index=numbers, dtype=object), types
 
 
 def _require(frame: pd.DataFrame, path: Path, *fields: str) -> None:
@@ -172,10 +189,12 @@ def _plain(path: Path) -> tuple[pd.DataFrame, str]:
     inter = pd.DataFrame({"user": frame["user_id"], "item": frame["item_id"]})
     inter["value"] = [clean_text(v) for v in frame["rating"]] if "rating" in frame else None
     if "timestamp" in frame:
-        try:
-            stamps = pd.to_numeric(frame["timestamp"], errors="raise")
-        except ValueError as err:
-            raise ValueError(f"{path}: timestamp field holds a non-number ({err})") from err
+        stamps = pd.to_numeric(frame["timestamp"], errors="coerce")
+        bad = ~np.isfinite(stamps.to_numpy(dtype="float64")) | (stamps.abs() >= 2**62)
+        if bad.any():
+            row = int(np.argmax(bad))
+            raise ValueError(f"{path}, line {frame.index[row]}: timestamp {frame['timestamp'].iloc[row]!r} "
+                             "is not a finite number of seconds")
         inter["seconds"] = np.floor(stamps).astype("int64")
     else:
         inter["seconds"] = _synthetic_seconds(inter["user"])
