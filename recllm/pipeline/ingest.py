@@ -99,6 +99,23 @@ def _before(ts: Column, earliest: str) -> Column:
     return ts < F.to_timestamp(F.lit(earliest))
 
 
+NUMBER = r"\A\s*[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?\s*\z|\A\s*(?i:[+-]?(nan|inf|infinity))\s*\z"
+"""A number as upstream writes one (ASCII digits, optional sign, point and exponent; NaN and Infinity spelled
+out, for the range rules to judge); anything else, hex, "1,5", full-width digits or a NUL, is bad_type."""
+CONTROL_CHARACTER = r"[\x00-\x08\x0e-\x1f\x7f]"
+"""A control character other than white space: no timestamp holds one (Spark's cast would drop a NUL)."""
+
+
+def _number(c: Column, spark_type: str) -> Column:
+    """`c` as `spark_type` when it is written as a number (`NUMBER`), else null."""
+    return F.when(c.rlike(NUMBER), c.try_cast(spark_type))
+
+
+def _timestamp(c: Column) -> Column:
+    """`c` as a timestamp, null when Spark cannot parse it or it holds a control character."""
+    return F.when(~c.rlike(CONTROL_CHARACTER), c.try_cast("timestamp"))
+
+
 def _row_json(raw: DataFrame) -> Column:
     return F.to_json(F.struct(*[F.col(c) for c in raw.columns]), {"ignoreNullFields": "false"})
 
@@ -120,8 +137,8 @@ def validate_events(
 
     `known_users` is None when the lake keeps no users (then user ids are not checked).
     """
-    ts = F.col("ts").try_cast("timestamp")
-    value = F.col("value").try_cast("double")
+    ts = _timestamp(F.col("ts"))
+    value = _number(F.col("value"), "double")
     df = raw.withColumn("_row_json", _row_json(raw)).withColumn("_ts", ts).withColumn("_value", value)
     df = df.join(known_items.select(F.col("item_id"), F.lit(True).alias("_item_known")), "item_id", "left")
     df = df.join(earlier_event_ids.select("event_id", F.lit(True).alias("_seen_before")), "event_id", "left")
@@ -164,8 +181,8 @@ def validate_events(
 
 def validate_items(raw: DataFrame, ds: str, config: IngestConfig) -> DataFrame:
     """Raw catalogue rows with typed columns, `_row_json`, and `_reason`."""
-    created = F.col("created_ts").try_cast("timestamp")
-    price = F.col("price").try_cast("double")
+    created = _timestamp(F.col("created_ts"))
+    price = _number(F.col("price"), "double")
     df = raw.withColumn("_row_json", _row_json(raw)).withColumn("_created", created).withColumn("_price", price)
     rules = [
         ("null_id", _blank(F.col("item_id"))),
@@ -191,8 +208,8 @@ def validate_items(raw: DataFrame, ds: str, config: IngestConfig) -> DataFrame:
 
 def validate_users(raw: DataFrame, ds: str, config: IngestConfig) -> DataFrame:
     """Raw user profiles with typed columns, `_row_json`, and `_reason`."""
-    created = F.col("created_ts").try_cast("timestamp")
-    age = F.col("age").try_cast("int")
+    created = _timestamp(F.col("created_ts"))
+    age = _number(F.col("age"), "int")
     df = raw.withColumn("_row_json", _row_json(raw)).withColumn("_created", created).withColumn("_age", age)
     rules = [
         ("null_id", _blank(F.col("user_id"))),
