@@ -316,7 +316,13 @@ def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> _Mapp
 
 
 class _ConfigLoader(yaml.SafeLoader):
-    """`yaml.SafeLoader` whose mappings report repeated keys."""
+    """`yaml.SafeLoader` whose mappings report repeated keys, and which reads an unquoted date as its text
+    (every date setting is a `YYYY-MM-DD` string)."""
+
+    yaml_implicit_resolvers = {
+        first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
 
 
 _ConfigLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)

@@ -57,6 +57,8 @@ def test_every_shipped_config_file_loads(path):
         ("model: {id_dropout: 1.5}\n", r"model\.id_dropout must be at most 1"),
         ("nightly: {retrain_every_days: 0}\n", r"nightly\.retrain_every_days must be at least 1"),
         ("ingest: {rating_min: 5, rating_max: 1}\n", r"ingest\.rating_min .* must not exceed ingest\.rating_max"),
+        ("ingest: {earliest_ts: '1990-02-30'}\n", r"ingest\.earliest_ts must be a real calendar date as YYYY-MM-DD"),
+        ("ingest: {earliest_ts: 'last year'}\n", r"ingest\.earliest_ts must be a real calendar date"),
         ("prompts: {split: random}\n", r"prompts\.split must be one of \['time', 'leave_last_out'\], got 'random'"),
         ("lake: {backend: sqlite}\n", r"lake\.backend must be one of \['auto', 'deltars', 'native'\]"),
         ("score: {device: tpu}\n", r"score\.device must be one of \['auto', 'cpu', 'cuda'\]"),
@@ -84,3 +86,9 @@ def test_malformed_config_is_refused_naming_the_key(tmp_path, text, message):
 def test_missing_file_is_named(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_an_unquoted_date_setting_reads_as_its_text(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("ingest:\n  earliest_ts: 2000-01-01\n")
+    assert load_config(path).ingest.earliest_ts == "2000-01-01"
