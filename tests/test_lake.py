@@ -19,7 +19,7 @@ from pyspark.sql.types import (
     TimestampType,
 )
 
-from recllm.lake import DeltaRsLake, Lake, SchemaMismatchError, TableNotFoundError, check_identifier
+from recllm.lake import DeltaRsLake, Lake, SchemaMismatchError, TableNotFoundError, check_ds, check_identifier
 from schemas import TABLES, TableSchema
 from tests.helpers import read_delta_rs
 
@@ -268,6 +268,14 @@ def test_bad_identifiers_and_dates_are_refused(spark, lake):
     with pytest.raises(ValueError, match="YYYY-MM-DD"):
         lake.read("metrics", ds="2026/01/01") if lake.exists("metrics") else lake.overwrite_partition(
             "metrics", sample_df(spark, "metrics"), "2026/01/01")
+
+
+@pytest.mark.parametrize("ds", ["2026-13-45", "2026-02-30", "2026-03-01\n", "2026-03-01 ", " 2026-03-01",
+                                "\uff12\uff10\uff12\uff16-03-01", "2026-3-1", "20260301", "", None, 20260301])
+def test_a_run_date_must_be_a_real_ascii_calendar_date_and_nothing_else(ds):
+    with pytest.raises(ValueError, match="ds must be a real calendar date as YYYY-MM-DD"):
+        check_ds(ds)
+    assert check_ds("2028-02-29") == "2028-02-29"
 
 
 def test_the_data_source_reads_versions_and_prunes_partitions_by_itself(spark, lake):

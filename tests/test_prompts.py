@@ -16,6 +16,7 @@ from jobs import prompts as prompts_job
 from recllm.config import ConfigError, PromptsConfig
 from recllm.data.synthetic import SyntheticConfig, generate
 from recllm.lake import Lake
+from recllm.model.tokens import BLANK_ENDS as BLANK_ENDS_PATTERN
 from recllm.model.tokens import CONTROL_PATTERN, ITEM_SLOT
 from recllm.pipeline.prompts import SPLITS, build_prompts, parse_template, profiles, write_prompts
 from schemas import EVENTS, EVENTS_RAW, ITEMS, ITEMS_RAW, PROMPTS, USERS, USERS_RAW
@@ -173,10 +174,31 @@ def test_a_profile_names_only_the_fields_a_user_has(spark, tmp_path):
     created = ts("2025-12-01 00:00:00")
     users = [("full", 30, "female", "DE", "runner.", created, "2026-01-01"),
              ("country only", None, " ", "FR", None, created, "2026-01-01"),
-             ("nothing", None, None, None, "  ", created, "2026-01-01")]
+             ("nothing", None, None, None, "  ", created, "2026-01-01"),
+             ("blank in other ways", None, "\u00a0", "\t", "\u200b\u3000", created, "2026-01-01")]
     lake.append(USERS.name, spark.createDataFrame(users, USERS.spark))
     got = {r.user_id: r.profile for r in profiles(lake, 200).collect()}
-    assert got == {"full": "age 30, gender female, country DE, runner", "country only": "country FR", "nothing": None}
+    assert got == {"full": "age 30, gender female, country DE, runner", "country only": "country FR", "nothing": None,
+                   "blank in other ways": None}
+
+
+def test_spark_and_python_agree_on_blank_for_every_character(spark):
+    """One notion of blank: ingest's and the prompts' Spark regex and `tokens.is_blank` judge alike."""
+    import sys
+
+    from recllm.model.tokens import BLANK_CHARACTER, is_blank, strip_blank
+
+    chars = [chr(c) for c in range(sys.maxunicode + 1) if not 0xD800 <= c <= 0xDFFF]
+    frame = spark.createDataFrame([(c, f"{c}x{c}") for c in chars], "c string, padded string")
+    got = frame.select("c", F.col("c").rlike(rf"\A{BLANK_CHARACTER}*\z").alias("blank"),
+                       F.regexp_replace("padded", BLANK_ENDS_PATTERN, "").alias("stripped")).collect()
+    spark_blank = {r.c for r in got if r.blank}
+    python_blank = {c for c in chars if is_blank(c)}
+    # Java 17's tables are Unicode 13: the two format characters Unicode 14 added are unknown to it
+    assert spark_blank ^ python_blank <= {"\u0890", "\u0891"}
+    assert {"\t", "\u00a0", "\u200b", "\u3000", "\ufeff", "\x00"} <= python_blank and "x" not in python_blank
+    differ = [(r.c, r.stripped) for r in got if r.stripped != strip_blank(f"{r.c}x{r.c}")]
+    assert {c for c, _ in differ} <= {"\u0890", "\u0891"}, differ[:5]
 
 
 def test_inference_search_uses_the_latest_query_and_its_scenario(rows):
