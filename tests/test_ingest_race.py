@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from pyspark.sql import functions as F
 
 from recllm.config import IngestConfig
 from recllm.data.landing import land_frame
