@@ -141,6 +141,13 @@ class ScoreConfig:
     cold_objective: str = "click"  # objective whose prompts rank users for new items and build new-user prompts
     requests_table: str = ""  # optional table name or path of (user_id, item_id, scenario[, ds]) pairs to score
     work_root: str = "scoring"  # driver writes the day's catalogue snapshot here; executors read it (shared storage on a cluster)
+    top_k_method: str = "auto"  # exact (every item scored) | ann (item index, then exact rescoring) | auto
+    ann_min_items: int = 500000  # auto uses the item index from this catalogue size on
+    ann_nprobe: int = 32  # index lists scanned per query vector (more: closer to exact, slower)
+
+    def uses_index(self, n_items: int) -> bool:
+        """Whether top-K over a catalogue of `n_items` goes through the item index (`top_k_method`)."""
+        return self.top_k_method == "ann" or (self.top_k_method == "auto" and n_items >= self.ann_min_items)
 
 
 @dataclass
@@ -177,6 +184,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "train.use_gpu": ("auto", "true", "false"),
     "train.lr_schedule": ("constant", "cosine"),
     "score.device": ("auto", "cpu", "cuda"),
+    "score.top_k_method": ("auto", "exact", "ann"),
 }
 """Keys that take one of a few words (`train.use_gpu` also takes a YAML true or false)."""
 
@@ -230,6 +238,8 @@ MINIMUMS: dict[str, float] = {
     "score.ctr_top_n": 1,
     "score.cold_item_users": 1,
     "score.new_user_k": 1,
+    "score.ann_min_items": 1,
+    "score.ann_nprobe": 1,
     "evaluate.expert_epochs": 1,
     "nightly.retrain_every_days": 1,
     "nightly.cold_retrain_every_days": 0,

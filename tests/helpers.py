@@ -92,9 +92,10 @@ def tiny_model(tokenizer, n_items_trained=N_ITEMS - 2, seed=0, **overrides):
         num_key_value_heads=1, intermediate_size=64, max_position_embeddings=128, tie_word_embeddings=True))
     d = backbone.config.to_dict()
     d["model_type"] = "qwen2"
+    shape = {"id_dim": 8, "out_dim": 16, "n_query_tokens": 3, "id_dropout": 0.0, "max_tokens": 48,
+             "slot_attention": False, **overrides}
     config = URMConfig(backbone=d, n_items_trained=n_items_trained, text_dim=TEXT_DIM, image_dim=IMAGE_DIM,
-                       id_dim=8, out_dim=16, n_query_tokens=3, id_dropout=0.0, max_tokens=48, slot_attention=False,
-                       pad_token_id=tokenizer.pad_token_id, **control_token_ids(tokenizer), **overrides)
+                       pad_token_id=tokenizer.pad_token_id, **control_token_ids(tokenizer), **shape)
     return URM(config, backbone)
 
 

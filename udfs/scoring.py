@@ -36,7 +36,7 @@ def _worker_scorer(spec: WorkerSpec):
     from recllm.scoring.batch import get_scorer, set_torch_threads
 
     set_torch_threads(spec.torch_threads)
-    return get_scorer(spec.model_dir, spec.catalog_dir, _task_device(spec.device))
+    return get_scorer(spec.model_dir, spec.catalog_dir, _task_device(spec.device), spec.ann_nprobe, spec.chunk_size)
 
 
 def candidates_fn(spec: WorkerSpec, k: int, new_items: list[int] | None = None, new_item_users: int = 0,

@@ -1,14 +1,19 @@
-"""Inference with a trained URM: user vectors, whole-catalogue top-K in chunks, CTR.
+"""Inference with a trained URM: user vectors, whole-catalogue top-K (exact or approximate), CTR.
 
 The scorer holds a model, its tokenizer and the CURRENT item catalogue (items that arrived
 after training have indices the model never trained an ID for, so they are scored from
-text and image alone). Top-K runs over the catalogue in chunks, keeping a running best-K,
-so memory is O(user block x (chunk + K)) however many users and items there are.
+text and image alone). The exact top-K runs over the catalogue in chunks, keeping a running
+best-K, so memory is O(user block x (chunk + K)) however many users and items there are.
+With an item index attached (`ann_nprobe`), top-K searches the index with each query vector,
+rescores the union of what they found exactly, and keeps the best K: the same ranking
+function over a short list instead of the whole catalogue.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -16,7 +21,13 @@ import numpy as np
 import torch
 
 from recllm.model.batching import Collator
+from recllm.model.item_index import ItemIndex
 from recllm.model.urm import URM, ItemCatalog, load_tokenizer
+
+log = logging.getLogger(__name__)
+
+ANN_FETCH = 2
+"""Each query vector asks the index for ANN_FETCH x k items (plus the row's exclusions) before the exact rescoring."""
 
 
 @dataclass
@@ -26,22 +37,52 @@ class Scorer:
     catalog: ItemCatalog
     item_vectors: torch.Tensor  # [N, D], cached once per catalogue
     device: torch.device
+    item_index: ItemIndex | None = None  # attached: top_k is approximate (see `attach_index`)
+    nprobe: int = 32  # index lists scanned per query vector
 
     @cached_property
     def index(self) -> dict[str, int]:
         return {item_id: i for i, item_id in enumerate(self.catalog.item_ids)}
 
     @classmethod
-    def load(cls, model_dir: str, catalog: ItemCatalog | None = None, device: str | None = None) -> "Scorer":
-        """Load a model directory; `catalog` (default: the one saved with the model) may hold newer items."""
+    def load(cls, model_dir: str, catalog: ItemCatalog | None = None, device: str | None = None,
+             ann_nprobe: int = 0, chunk_size: int = 65536) -> "Scorer":
+        """Load a model directory; `catalog` (default: the one saved with the model) may hold newer items.
+
+        Item vectors are computed `chunk_size` items at a time. `ann_nprobe` > 0 attaches the
+        model's item index (`attach_index`), searched with that many lists per query vector.
+        """
         if not os.path.isdir(model_dir):
             raise FileNotFoundError(f"model directory {model_dir} does not exist")
         dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         model = URM.from_pretrained(model_dir, device=dev)
         catalog = (catalog or ItemCatalog.load(model_dir)).to(dev)
-        with torch.no_grad():
-            vectors = model.item_vectors(catalog)
-        return cls(model, Collator(load_tokenizer(model_dir), model.config), catalog, vectors, dev)
+        scorer = cls(model, Collator(load_tokenizer(model_dir), model.config), catalog,
+                     _item_vectors(model, catalog, chunk_size), dev)
+        if ann_nprobe > 0:
+            scorer.attach_index(model_dir, ann_nprobe)
+        return scorer
+
+    def attach_index(self, model_dir: str | None, nprobe: int) -> ItemIndex:
+        """Use an item index for top-K: the one saved in `model_dir` when it holds the start of this catalogue
+        (the items new since are added from their vectors), else one built now."""
+        saved = ItemIndex.load(model_dir) if model_dir else None
+        if saved is not None and saved.holds_prefix_of(self.catalog.item_ids):
+            added = saved.extend(self.item_keys, self.catalog.item_ids)
+            log.info("item index from %s: %d items, %d new since added", model_dir, saved.n_items, added)
+        else:
+            if model_dir:
+                log.warning("no item index in %s for this catalogue; building one (%d items)", model_dir,
+                            len(self.catalog))
+            saved = ItemIndex.build(self.item_keys, self.catalog.item_ids)
+        self.item_index, self.nprobe = saved, nprobe
+        return saved
+
+    @torch.no_grad()
+    def item_keys(self, index: np.ndarray) -> np.ndarray:
+        """`URM.item_keys` of catalogue indices, as float32 numpy (what the item index holds)."""
+        idx = torch.as_tensor(index, device=self.device, dtype=torch.long)
+        return self.model.item_keys(self.item_vectors[idx], idx).float().cpu().numpy()
 
     @torch.no_grad()
     def user_vectors(self, prompts: list[str], histories: list[list[str]], batch_size: int = 256) -> torch.Tensor:
@@ -66,21 +107,51 @@ class Scorer:
     @torch.no_grad()
     def top_k(self, users: torch.Tensor, k: int, chunk_size: int = 65536,
               exclude: list[list[int]] | None = None, candidates: torch.Tensor | None = None,
-              user_block: int = 256) -> tuple[np.ndarray, np.ndarray]:
+              user_block: int = 256, exact: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """(item indices [B, k], scores [B, k]) over the catalogue, or over `candidates` only.
 
-        Users go `user_block` at a time and items `chunk_size` at a time, so the score
-        tensor never exceeds user_block x query tokens x chunk_size, however many users
-        and items there are.
+        Users go `user_block` at a time. Exactly (no index attached, `candidates` given, or
+        `exact`), items go `chunk_size` at a time, so the score tensor never exceeds
+        user_block x query tokens x chunk_size, however many users and items there are;
+        otherwise through the item index (`_ann_block`).
         """
         pool = candidates if candidates is not None else torch.arange(len(self.catalog), device=self.device)
         k = min(k, len(pool))
-        parts = [self._top_k_block(users[b:b + user_block], k, pool, chunk_size,
-                                   None if exclude is None else exclude[b:b + user_block])
-                 for b in range(0, users.shape[0], user_block)]
+        use_index = self.item_index is not None and candidates is None and not exact
+
+        def block(b: int):
+            ex = None if exclude is None else exclude[b:b + user_block]
+            if use_index:
+                return self._ann_block(users[b:b + user_block], k, ex)
+            return self._top_k_block(users[b:b + user_block], k, pool, chunk_size, ex)
+
+        parts = [block(b) for b in range(0, users.shape[0], user_block)]
         if not parts:
             return np.zeros((0, k), dtype=np.int64), np.zeros((0, k), dtype=np.float32)
         return np.concatenate([i for i, _ in parts]), np.concatenate([s for _, s in parts])
+
+    def _ann_block(self, users: torch.Tensor, k: int, exclude: list[list[int]] | None) -> tuple[np.ndarray, np.ndarray]:
+        """Each query vector fetches ANN_FETCH x k items (plus the most any row excludes) from the index; the
+        union is rescored exactly (max over query vectors), duplicates and exclusions dropped, best k kept."""
+        b, m = users.shape[0], users.shape[1]
+        queries = self.model.query_keys(users)  # [B, M, D+1]
+        most_excluded = max((len(e) for e in exclude), default=0) if exclude else 0
+        fetch = min(len(self.catalog), ANN_FETCH * k + most_excluded)
+        found = self.item_index.search(queries.reshape(b * m, -1).float().cpu().numpy(), fetch, self.nprobe)
+        found, _ = torch.as_tensor(found, device=self.device).view(b, m * fetch).sort(dim=1)
+        keep = found >= 0
+        keep[:, 1:] &= found[:, 1:] != found[:, :-1]
+        if exclude:
+            for row, items in enumerate(exclude):
+                if items:
+                    keep[row] &= ~torch.isin(found[row], torch.as_tensor(items, device=self.device))
+        slots = found.clamp(min=0)
+        keys = self.model.item_keys(self.item_vectors[slots.flatten()], slots.flatten()).view(b, m * fetch, -1)
+        scores = torch.einsum("bmd,bcd->bmc", queries, keys.to(queries.dtype)).amax(dim=1).float()
+        scores = torch.nan_to_num(scores, nan=-float("inf")).masked_fill(~keep, -float("inf"))
+        best_s, pos = scores.topk(min(k, scores.shape[1]), dim=1)
+        best_i = found.gather(1, pos).masked_fill(best_s == -float("inf"), -1)
+        return best_i.cpu().numpy(), best_s.cpu().numpy()
 
     def _top_k_block(self, users: torch.Tensor, k: int, pool: torch.Tensor, chunk_size: int,
                      exclude: list[list[int]] | None) -> tuple[np.ndarray, np.ndarray]:
@@ -108,6 +179,20 @@ class Scorer:
             slots = torch.as_tensor([self._item_index(i) for h in histories for i in h], device=self.device, dtype=torch.long)
             history = self.model.history_vectors(self.item_vectors[slots], rows, len(items))
         return self.model.click_probability(users, self.item_vectors[idx], history, idx).float().cpu().numpy()
+
+
+def _item_vectors(model: URM, catalog: ItemCatalog, chunk_size: int) -> torch.Tensor:
+    """Every item's output vector [N, D], `chunk_size` items at a time (peak memory: the result and one chunk)."""
+    started = time.perf_counter()
+    n = len(catalog)
+    out = torch.empty(n, model.config.out_dim, device=catalog.text.device)
+    with torch.no_grad():
+        for start in range(0, n, chunk_size):
+            index = torch.arange(start, min(n, start + chunk_size), device=out.device)
+            out[start:start + len(index)] = model.item_vectors(catalog, index)
+    if n > chunk_size:
+        log.info("item vectors: %d items in %.1fs", n, time.perf_counter() - started)
+    return out
 
 
 def _mask_excluded(scores: torch.Tensor, idx: torch.Tensor, exclude: list[list[int]]) -> torch.Tensor:

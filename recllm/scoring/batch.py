@@ -48,6 +48,7 @@ class WorkerSpec:
     torch_threads: int
     batch_size: int
     chunk_size: int
+    ann_nprobe: int = 0  # > 0: top-K through the model's item index (score.top_k_method), this many lists per query
 
 
 # -- the per-worker scorer ------------------------------------------------------------------
@@ -72,23 +73,30 @@ def resolve_device(setting: str) -> str:
 
 
 def set_torch_threads(n: int) -> None:
-    """Torch CPU threads for this worker (0 leaves torch's default); Spark already sets OMP_NUM_THREADS."""
+    """Torch's and faiss's CPU threads for this worker (0 leaves their defaults); Spark already sets OMP_NUM_THREADS."""
     if n > 0 and torch.get_num_threads() != n:
         torch.set_num_threads(n)
+    if n > 0:
+        import faiss
+
+        faiss.omp_set_num_threads(n)
 
 
-def get_scorer(model_dir: str, catalog_dir: str, device: str = "cpu") -> Scorer:
+def get_scorer(model_dir: str, catalog_dir: str, device: str = "cpu", ann_nprobe: int = 0,
+               chunk_size: int = 65536) -> Scorer:
     """The scorer for a model folder and catalogue snapshot, loaded once per process and kept.
 
-    Keyed by the two paths and the device; loading a new key drops the others, so a
-    long-lived worker holds one model and one catalogue's item vectors at a time.
+    Keyed by the two paths, the device and `ann_nprobe` (> 0: with the model's item index);
+    loading a new key drops the others, so a long-lived worker holds one model and one
+    catalogue's item vectors (and index) at a time.
     """
-    key = (os.path.abspath(model_dir), os.path.abspath(catalog_dir), str(device))
+    key = (os.path.abspath(model_dir), os.path.abspath(catalog_dir), str(device), ann_nprobe)
     with _LOCK:
         scorer = _CACHE.get(key)
         if scorer is None:
             _CACHE.clear()
-            scorer = Scorer.load(key[0], catalog=ItemCatalog.load(key[1]), device=str(device))
+            scorer = Scorer.load(key[0], catalog=ItemCatalog.load(key[1]), device=str(device),
+                                 ann_nprobe=ann_nprobe, chunk_size=chunk_size)
             _CACHE[key] = scorer
             LOADS["count"] += 1
         return scorer

@@ -240,9 +240,12 @@ def run_scoring(lake: Lake, ds: str, config: RecllmConfig, functions: ScoringFun
         torch_threads=sc.torch_threads,
         batch_size=sc.batch_size,
         chunk_size=sc.chunk_size,
+        ann_nprobe=sc.ann_nprobe if sc.uses_index(len(catalog)) else 0,
     )
     log.info("score ds=%s: %d inference prompts, catalogue of %d items (item_features v%d, %d new today), "
-             "snapshot %s", ds, n_infer, len(catalog), features_version, len(new_items), spec.catalog_dir)
+             "top-K %s, snapshot %s", ds, n_infer, len(catalog), features_version, len(new_items),
+             f"through the item index ({spec.ann_nprobe} lists per query)" if spec.ann_nprobe else "exact",
+             spec.catalog_dir)
     cached: list[DataFrame] = []
 
     def persisted(df: DataFrame) -> DataFrame:

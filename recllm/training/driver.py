@@ -32,6 +32,7 @@ from torch import nn
 
 from recllm.lake import Lake
 from recllm.model.backbone import backbone_config_dict, build_backbone, is_causal
+from recllm.model.inference import Scorer
 from recllm.model.tokens import neutralize
 from recllm.model.urm import ITEM_INDEX, URM, ItemCatalog, ItemFusion, URMConfig, control_token_ids, load_tokenizer
 from recllm.pipeline.prompts import TRAIN, VALID
@@ -345,8 +346,20 @@ def run_training(lake: Lake, ds: str, config, num_processes: int | None = None, 
     result = {**result, "parent_version": start.parent_version, "start_reason": start.reason}
     path = os.path.join(plan.work_dir, BEST_DIR)
     if not id_only:
+        write_item_index(path, config.score)
         register_model(lake, ds, config, plan.model_version, path, result, parent_version=start.parent_version)
     return {**result, "model_version": plan.model_version, "path": path}
+
+
+def write_item_index(model_dir: str, score_config) -> bool:
+    """Build the model's item index into its folder when scoring its catalogue will use one
+    (`score.top_k_method`); scoring then only adds the items new since. Returns whether it did."""
+    catalog = ItemCatalog.load(model_dir)
+    if not score_config.uses_index(len(catalog)):
+        return False
+    scorer = Scorer.load(model_dir, catalog=catalog, device="cpu", ann_nprobe=0, chunk_size=score_config.chunk_size)
+    scorer.attach_index(None, score_config.ann_nprobe).save(model_dir)
+    return True
 
 
 def run_with_retries(run, max_attempts: int):
