@@ -1,0 +1,277 @@
+"""Scale benchmark (not a test): top-K over 1M and 10M items, exact against the item index; training at 1M items.
+
+    .venv/bin/python scripts/bench_scale.py [--sizes 1000000,10000000] [--recall-users 2000] [--speed-users 128]
+        [--repeats 3] [--train-sizes 10000,100000,1000000] [--train-steps 20]
+
+(a) Top-K. For each catalogue size, in a subprocess of its own (so peak memory is that
+    size's alone): clustered synthetic item vectors, item biases and users' query vectors
+    (`recllm.data.synthetic_vectors`: sub-categories of Zipf sizes in a 16-dimensional latent
+    space projected to 64), under the URM's scoring head (scale 20, the biases as
+    `item_bias`). Reported: the item index's build time, size and the peak RSS the build
+    added; recall@50 of the index's top-K against the exact chunked top-K for
+    `--recall-users` users (five random items excluded for each), at several `nprobe`;
+    and users/s of both paths on the same `--speed-users` users, ONE thread each (one Spark
+    task), alternating within each of `--repeats` rounds, medians. The peak RSS that top-K
+    adds is measured for the speed users and for the recall users (15x as many): a worker's
+    memory does not grow with its users.
+(b) Training. For each of `--train-sizes` items, in a subprocess: the default model shape
+    (`model:` defaults) with that many trained item IDs, random text vectors, and
+    `--train-steps` AdamW steps of batches of `train.batch_size` synthetic prompts (ten
+    history items each, targets drawn by Zipf popularity) under the sampled softmax with
+    logQ correction (`train.num_negatives` negatives from the popularity proposal).
+    Reported: steps/s (median step), peak RSS, and each size's steps/s over the smallest's.
+
+Its last lines:
+  ann recall@50 at 10M: X      (index top-50 against exact, default nprobe)
+  ann speedup at 10M: Y        (index users/s over exact users/s, one thread each, same users)
+Progress goes to stderr, the tables to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+
+from recllm.config import RecllmConfig
+from recllm.model.urm import URM
+
+_T0 = time.perf_counter()
+K = 50
+SCALE = 20.0
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.perf_counter() - _T0:7.1f}s] {msg}", file=sys.stderr, flush=True)
+
+
+def _status_mb(key: str) -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _reset_peak_rss() -> None:
+    """Linux: make VmHWM (peak RSS) restart from the current RSS."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
+def _peak_above(fn):
+    """(fn(), seconds, peak RSS MB above the RSS at the start)."""
+    _reset_peak_rss()
+    base = _status_mb("VmRSS")
+    start = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - start, _status_mb("VmHWM") - base
+
+
+def _threads(n: int) -> None:
+    import faiss
+
+    torch.set_num_threads(n)
+    faiss.omp_set_num_threads(n)
+
+
+# -- (a) top-K ----------------------------------------------------------------------------------
+
+
+class _VectorHead(torch.nn.Module):
+    """The URM's scoring head (scale, item bias) over synthetic item vectors; its scoring methods are the URM's."""
+
+    def __init__(self, bias: torch.Tensor, query_tokens: int, dim: int):
+        super().__init__()
+        self.log_scale = torch.nn.Parameter(torch.tensor(float(np.log(SCALE))))
+        self.retrieval_prior = None
+        self.item_bias = torch.nn.Embedding(len(bias), 1)
+        with torch.no_grad():
+            self.item_bias.weight[:, 0] = bias
+        self.config = SimpleNamespace(n_items_trained=len(bias), n_query_tokens=query_tokens, out_dim=dim)
+
+    similarity, scores, bias_of = URM.similarity, URM.scores, URM.bias_of
+    query_keys, item_keys = URM.query_keys, URM.item_keys
+
+
+def topk_worker(n_items: int, recall_users: int, speed_users: int, repeats: int, nprobe: int) -> dict:
+    from recllm.data.synthetic_vectors import clustered_vectors
+    from recllm.model.inference import Scorer
+    from recllm.model.urm import ItemCatalog
+
+    _threads(2)
+    world, gen_s, _ = _peak_above(lambda: clustered_vectors(n_items, recall_users, seed=0))
+    log(f"{n_items} items: vectors generated in {gen_s:.0f}s")
+    catalog = ItemCatalog(torch.zeros(1, 1).expand(n_items, 1), torch.zeros(1, 0).expand(n_items, 0),
+                          torch.zeros(1, dtype=torch.bool).expand(n_items), [str(i) for i in range(n_items)])
+    head = _VectorHead(world.bias, world.users.shape[1], world.items.shape[1]).eval()
+    scorer = Scorer(head, None, catalog, world.items, torch.device("cpu"))
+    rng = np.random.default_rng(1)
+    exclude = [rng.integers(0, n_items, 5).tolist() for _ in range(recall_users)]
+
+    index, build_s, build_peak = _peak_above(lambda: scorer.attach_index(None, nprobe))
+    log(f"{n_items} items: index built in {build_s:.0f}s ({index.index.nlist} lists)")
+    (truth, _), truth_s, _ = _peak_above(lambda: scorer.top_k(world.users, K, exclude=exclude, exact=True))
+    log(f"{n_items} items: exact top-{K} of {recall_users} users in {truth_s:.0f}s (2 threads)")
+
+    _threads(1)
+    recall = {}
+    for probe in sorted({8, 16, nprobe, 64}):
+        scorer.nprobe = probe
+        (found, _), _, many_peak = _peak_above(lambda: scorer.top_k(world.users, K, exclude=exclude))
+        recall[probe] = float(np.mean([len(set(a) & set(b)) / K for a, b in zip(found.tolist(), truth.tolist())]))
+        log(f"{n_items} items: nprobe {probe}: recall@{K} {recall[probe]:.4f}")
+    scorer.nprobe = nprobe
+    (_, _), _, many_peak = _peak_above(lambda: scorer.top_k(world.users, K, exclude=exclude))
+
+    users, few = world.users[:speed_users], exclude[:speed_users]
+    times = {"exact": [], "ann": []}
+    peaks = {}
+    for r in range(repeats):
+        for name, exact in (("exact", True), ("ann", False)):
+            _, seconds, peak = _peak_above(lambda: scorer.top_k(users, K, exclude=few, exact=exact))
+            times[name].append(seconds)
+            peaks[name] = peak
+        log(f"{n_items} items: round {r + 1}: exact {times['exact'][-1]:.1f}s, ann {times['ann'][-1]:.2f}s "
+            f"for {speed_users} users")
+    exact_ups = speed_users / statistics.median(times["exact"])
+    ann_ups = speed_users / statistics.median(times["ann"])
+    return {"n_items": n_items, "lists": int(index.index.nlist), "build_s": build_s,
+            "index_mb": index.size_bytes() / 2**20, "item_vectors_mb": world.items.numel() * 4 / 2**20,
+            "build_peak_mb": build_peak, "recall": recall, "nprobe": nprobe,
+            "exact_users_s": exact_ups, "ann_users_s": ann_ups, "speedup": ann_ups / exact_ups,
+            "topk_peak_mb_few": peaks["ann"], "topk_peak_mb_many": many_peak, "exact_peak_mb": peaks["exact"],
+            "speed_users": speed_users, "recall_users": recall_users, "peak_rss_mb": _status_mb("VmPeak")}
+
+
+# -- (b) training at catalogue scale ------------------------------------------------------------
+
+
+def train_worker(n_items: int, steps: int) -> dict:
+    from recllm.model.backbone import backbone_config_dict, build_backbone, is_causal
+    from recllm.model.batching import Collator
+    from recllm.model.tokens import ITEM_SLOT
+    from recllm.model.urm import ItemCatalog, LossTargets, URMConfig, control_token_ids
+
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    config = RecllmConfig()
+    words = "recommend items this user will click next history clicked bought liked searched for".split()
+    texts = [" ".join(words[i % 7:]) + f" {ITEM_SLOT}" for i in range(200)]
+    backbone, tokenizer = build_backbone(config.model, texts)
+    text_dim = 384
+    urm_config = URMConfig.from_model_config(
+        config.model, backbone=backbone_config_dict(backbone), n_items_trained=n_items, text_dim=text_dim,
+        image_dim=0, causal=is_causal(backbone.config.model_type), pad_token_id=int(tokenizer.pad_token_id),
+        **control_token_ids(tokenizer))
+    _reset_peak_rss()
+    base = _status_mb("VmRSS")
+    model = URM(urm_config, backbone).train()
+    g = torch.Generator().manual_seed(0)
+    catalog = ItemCatalog(torch.randn(n_items, text_dim, generator=g), torch.zeros(n_items, 0),
+                          torch.zeros(n_items, dtype=torch.bool), [str(i) for i in range(n_items)])
+    counts = torch.from_numpy(np.random.default_rng(0).zipf(1.3, n_items).clip(max=10**6).astype(np.float64))
+    sampling = ((counts + 1.0) ** 0.75 / ((counts + 1.0) ** 0.75).sum()).float()
+    popularity = (counts / counts.sum()).float()
+    collator = Collator(tokenizer, model.config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay)
+    bs, history = config.train.batch_size, 10
+    prompt = "recommend items this user will click next history " + " ".join(f"clicked {ITEM_SLOT}" for _ in range(history))
+    tokens = collator.tokenize([prompt] * bs)
+
+    def step() -> float:
+        start = time.perf_counter()
+        picks = torch.multinomial(popularity, bs * (history + 1), replacement=True, generator=g).view(bs, history + 1)
+        batch = collator(tokens, picks[:, :history].tolist())
+        targets = LossTargets(items=picks[:, history], labels=torch.full((bs,), float("nan")),
+                              sampling_probs=sampling, num_negatives=config.train.num_negatives, ctr_weight=0.0)
+        loss, _ = model(batch, catalog, targets)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return time.perf_counter() - start
+
+    for _ in range(2):
+        step()
+    seconds = [step() for _ in range(steps)]
+    params_mb = sum(p.numel() for p in model.parameters()) * 4 / 2**20
+    return {"n_items": n_items, "steps_s": 1 / statistics.median(seconds), "peak_mb": _status_mb("VmHWM") - base,
+            "params_mb": params_mb, "catalog_mb": catalog.text.numel() * 4 / 2**20, "batch": bs,
+            "negatives": config.train.num_negatives}
+
+
+# -- the driver -----------------------------------------------------------------------------------
+
+
+def _subprocess(args: list[str]) -> dict:
+    out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True)
+    sys.stderr.write(out.stderr[-4000:] if out.returncode else "".join(
+        line + "\n" for line in out.stderr.splitlines() if line.startswith("[bench")))
+    if out.returncode:
+        raise SystemExit(f"worker {args} failed with exit code {out.returncode}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _label(n: int) -> str:
+    return f"{n // 1_000_000}M" if n >= 1_000_000 and n % 1_000_000 == 0 else f"{n // 1000}k"
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] in ("--topk-worker", "--train-worker"):
+        worker = topk_worker if sys.argv[1] == "--topk-worker" else train_worker
+        print(json.dumps(worker(*(int(a) for a in sys.argv[2:]))))
+        return
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", default="1000000,10000000", help="catalogue sizes for top-K, comma-separated")
+    parser.add_argument("--recall-users", type=int, default=2000, help="users whose ANN top-50 is checked against exact")
+    parser.add_argument("--speed-users", type=int, default=128, help="users timed on both paths, one thread each")
+    parser.add_argument("--repeats", type=int, default=3, help="timed rounds; medians are reported")
+    parser.add_argument("--nprobe", type=int, default=RecllmConfig().score.ann_nprobe, help="index lists per query")
+    parser.add_argument("--train-sizes", default="10000,100000,1000000", help="trained item IDs, comma-separated")
+    parser.add_argument("--train-steps", type=int, default=20, help="timed optimizer steps per training size")
+    args = parser.parse_args()
+
+    train_rows = []
+    for n in (int(s) for s in args.train_sizes.split(",") if s):
+        log(f"training with {n} items")
+        train_rows.append(_subprocess(["--train-worker", str(n), str(args.train_steps)]))
+    topk_rows = []
+    for n in (int(s) for s in args.sizes.split(",") if s):
+        log(f"top-K over {n} items")
+        topk_rows.append(_subprocess(["--topk-worker", str(n), str(args.recall_users), str(args.speed_users),
+                                      str(args.repeats), str(args.nprobe)]))
+
+    if train_rows:
+        base = train_rows[0]["steps_s"]
+        print("\nSampled-softmax training (default model shape, 2 threads), median step:")
+        print(f"{'items':>8} {'steps/s':>8} {'vs first':>9} {'peak RSS MB':>12} {'params MB':>10} {'text MB':>8}")
+        for r in train_rows:
+            print(f"{_label(r['n_items']):>8} {r['steps_s']:8.2f} {r['steps_s'] / base:9.2f} {r['peak_mb']:12.0f} "
+                  f"{r['params_mb']:10.0f} {r['catalog_mb']:8.0f}")
+    if topk_rows:
+        print(f"\nTop-{K}: item index (faiss IVF, nprobe {args.nprobe}) against exact chunked top-K, one thread each:")
+        print(f"{'items':>6} {'lists':>6} {'build s':>8} {'index MB':>9} {'vectors MB':>10} {'build peak MB':>13} "
+              f"{'recall@50':>9} {'exact u/s':>9} {'ann u/s':>8} {'speedup':>8} {'peak MB ' + str(args.speed_users) + 'u':>12} "
+              f"{'peak MB ' + str(args.recall_users) + 'u':>13}")
+        for r in topk_rows:
+            print(f"{_label(r['n_items']):>6} {r['lists']:6d} {r['build_s']:8.0f} {r['index_mb']:9.0f} "
+                  f"{r['item_vectors_mb']:10.0f} {r['build_peak_mb']:13.0f} {r['recall'][str(args.nprobe)]:9.4f} "
+                  f"{r['exact_users_s']:9.1f} {r['ann_users_s']:8.0f} {r['speedup']:8.1f} {r['topk_peak_mb_few']:12.0f} "
+                  f"{r['topk_peak_mb_many']:13.0f}")
+        print("\nrecall@50 by nprobe: " + "; ".join(
+            f"{_label(r['n_items'])}: " + ", ".join(f"{p} {v:.4f}" for p, v in r["recall"].items()) for r in topk_rows))
+        last = topk_rows[-1]
+        print(f"ann recall@50 at {_label(last['n_items'])}: {last['recall'][str(args.nprobe)]:.4f}")
+        print(f"ann speedup at {_label(last['n_items'])}: {last['speedup']:.1f}")
+
+
+if __name__ == "__main__":
+    main()
