@@ -212,9 +212,8 @@ def train_worker(n_items: int, steps: int) -> dict:
 
 
 def _subprocess(args: list[str]) -> dict:
-    out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True)
-    sys.stderr.write(out.stderr[-4000:] if out.returncode else "".join(
-        line + "\n" for line in out.stderr.splitlines() if line.startswith("[bench")))
+    """Run a worker (its progress passes through to stderr); its last stdout line is its JSON result."""
+    out = subprocess.run([sys.executable, __file__, *args], stdout=subprocess.PIPE, text=True)
     if out.returncode:
         raise SystemExit(f"worker {args} failed with exit code {out.returncode}")
     return json.loads(out.stdout.strip().splitlines()[-1])

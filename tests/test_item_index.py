@@ -104,3 +104,17 @@ def test_an_index_saved_half_way_is_not_used(tokenizer, tmp_path):
     assert ItemIndex.load(str(tmp_path)) is None
     with pytest.raises(ValueError, match="empty catalogue"):
         ItemIndex.build(lambda i: scorer.item_keys(i), [])
+
+
+def test_training_writes_the_item_index_beside_the_model_only_when_scoring_will_use_it(tokenizer, tmp_path):
+    from recllm.config import ScoreConfig
+    from recllm.training.driver import write_item_index
+    from tests.helpers import tiny_catalog
+
+    tiny_model(tokenizer).save_pretrained(str(tmp_path), tokenizer, tiny_catalog())
+
+    assert not write_item_index(str(tmp_path), ScoreConfig(top_k_method="auto", ann_min_items=10**6))
+    assert ItemIndex.load(str(tmp_path)) is None
+    assert write_item_index(str(tmp_path), ScoreConfig(top_k_method="ann"))
+    saved = ItemIndex.load(str(tmp_path))
+    assert saved.n_items == len(tiny_catalog()) and saved.holds_prefix_of(tiny_catalog().item_ids)
