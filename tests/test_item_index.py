@@ -118,3 +118,17 @@ def test_training_writes_the_item_index_beside_the_model_only_when_scoring_will_
     assert write_item_index(str(tmp_path), ScoreConfig(top_k_method="ann"))
     saved = ItemIndex.load(str(tmp_path))
     assert saved.n_items == len(tiny_catalog()) and saved.holds_prefix_of(tiny_catalog().item_ids)
+
+
+def test_a_user_who_excludes_thousands_of_items_still_gets_k_and_the_block_stays_bounded(tokenizer, monkeypatch):
+    import recllm.model.inference as inference
+
+    scorer, users = vector_scorer(tokenizer, 3000, n_users=8)
+    exclude = [list(range(2500)) if u == 3 else [u] for u in range(8)]
+    scorer.attach_index(None, nprobe=10**6)
+    monkeypatch.setattr(inference, "ANN_MAX_CANDIDATES", 4 * 4 * 200)
+    idx, scores = scorer.top_k(users, 50, exclude=exclude)
+    exact_idx, _ = scorer.top_k(users, 50, exclude=exclude, exact=True)
+    assert idx.shape == (8, 50) and np.isfinite(scores).all()
+    assert all(set(a) == set(e) for a, e in zip(idx.tolist(), exact_idx.tolist()))
+    assert min(idx[3]) >= 2500

@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 ANN_FETCH = 2
 """Each query vector asks the index for ANN_FETCH x k items (plus the row's exclusions) before the exact rescoring."""
+ANN_MAX_CANDIDATES = 1 << 20
+"""Most candidates one block of users rescores (a block splits when its rows' exclusions would exceed it)."""
 
 
 @dataclass
@@ -134,9 +136,13 @@ class Scorer:
         """Each query vector fetches ANN_FETCH x k items (plus the most any row excludes) from the index; the
         union is rescored exactly (max over query vectors), duplicates and exclusions dropped, best k kept."""
         b, m = users.shape[0], users.shape[1]
-        queries = self.model.query_keys(users)  # [B, M, D+1]
         most_excluded = max((len(e) for e in exclude), default=0) if exclude else 0
         fetch = min(len(self.catalog), ANN_FETCH * k + most_excluded)
+        if b > 1 and b * m * fetch > ANN_MAX_CANDIDATES:  # a heavy buyer's exclusions: halve the block
+            half = b // 2
+            parts = [self._ann_block(users[:half], k, exclude[:half]), self._ann_block(users[half:], k, exclude[half:])]
+            return np.concatenate([i for i, _ in parts]), np.concatenate([s for _, s in parts])
+        queries = self.model.query_keys(users)  # [B, M, D+1]
         found = self.item_index.search(queries.reshape(b * m, -1).float().cpu().numpy(), fetch, self.nprobe)
         found, _ = torch.as_tensor(found, device=self.device).view(b, m * fetch).sort(dim=1)
         keep = found >= 0
