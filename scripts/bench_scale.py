@@ -9,20 +9,22 @@
     space projected to 64), under the URM's scoring head (scale 20, the biases as
     `item_bias`). Reported: the item index's build time, size and the peak RSS the build
     added; recall@50 of the index's top-K against the exact chunked top-K for
-    `--recall-users` users (five random items excluded for each), at several `nprobe`;
-    and users/s of both paths on the same `--speed-users` users, ONE thread each (one Spark
-    task), alternating within each of `--repeats` rounds, medians. The peak RSS that top-K
-    adds is measured for the speed users and for the recall users (15x as many): a worker's
-    memory does not grow with its users.
+    `--recall-users` users (five random items excluded for each), at nprobe 16, 32, 64, 128;
+    and users/s of the exact path and of the index at each nprobe on the same
+    `--speed-users` users, ONE thread each (one Spark task), in turn within each of
+    `--repeats` rounds, medians. The peak RSS that top-K adds is measured for the speed
+    users and for the recall users (15x as many): a worker's memory does not grow with
+    its users.
 (b) Training. For each of `--train-sizes` items, in a subprocess: the default model shape
     (`model:` defaults) with that many trained item IDs, random text vectors, and
-    `--train-steps` AdamW steps of batches of `train.batch_size` synthetic prompts (ten
-    history items each, targets drawn by Zipf popularity) under the sampled softmax with
-    logQ correction (`train.num_negatives` negatives from the popularity proposal).
+    `--train-steps` steps of the project's optimizer (`recllm.training.loop.adamw`) over
+    batches of `train.batch_size` synthetic prompts (ten history items each, targets drawn
+    by Zipf popularity) under the sampled softmax with logQ correction
+    (`train.num_negatives` negatives from the popularity proposal).
     Reported: steps/s (median step), peak RSS, and each size's steps/s over the smallest's.
 
 Its last lines:
-  ann recall@50 at 10M: X      (index top-50 against exact, default nprobe)
+  ann recall@50 at 10M: X      (index top-50 against exact, at --nprobe: score.ann_nprobe)
   ann speedup at 10M: Y        (index users/s over exact users/s, one thread each, same users)
 Progress goes to stderr, the tables to stdout.
 """
@@ -122,33 +124,33 @@ def topk_worker(n_items: int, recall_users: int, speed_users: int, repeats: int,
     log(f"{n_items} items: exact top-{K} of {recall_users} users in {truth_s:.0f}s (2 threads)")
 
     _threads(1)
+    probes = sorted({16, nprobe, 64, 128})
     recall = {}
-    for probe in sorted({8, 16, nprobe, 64}):
+    for probe in probes:
         scorer.nprobe = probe
         (found, _), _, many_peak = _peak_above(lambda: scorer.top_k(world.users, K, exclude=exclude))
         recall[probe] = float(np.mean([len(set(a) & set(b)) / K for a, b in zip(found.tolist(), truth.tolist())]))
-        log(f"{n_items} items: nprobe {probe}: recall@{K} {recall[probe]:.4f}")
-    scorer.nprobe = nprobe
-    (_, _), _, many_peak = _peak_above(lambda: scorer.top_k(world.users, K, exclude=exclude))
+        log(f"{n_items} items: nprobe {probe}: recall@{K} {recall[probe]:.4f} ({recall_users} users, peak +{many_peak:.0f} MB)")
 
     users, few = world.users[:speed_users], exclude[:speed_users]
-    times = {"exact": [], "ann": []}
-    peaks = {}
+    times = {p: [] for p in ["exact", *probes]}
     for r in range(repeats):
-        for name, exact in (("exact", True), ("ann", False)):
-            _, seconds, peak = _peak_above(lambda: scorer.top_k(users, K, exclude=few, exact=exact))
-            times[name].append(seconds)
-            peaks[name] = peak
-        log(f"{n_items} items: round {r + 1}: exact {times['exact'][-1]:.1f}s, ann {times['ann'][-1]:.2f}s "
-            f"for {speed_users} users")
-    exact_ups = speed_users / statistics.median(times["exact"])
-    ann_ups = speed_users / statistics.median(times["ann"])
+        _, seconds, exact_peak = _peak_above(lambda: scorer.top_k(users, K, exclude=few, exact=True))
+        times["exact"].append(seconds)
+        for probe in probes:
+            scorer.nprobe = probe
+            _, seconds, few_peak = _peak_above(lambda: scorer.top_k(users, K, exclude=few))
+            times[probe].append(seconds)
+        log(f"{n_items} items: round {r + 1}: exact {times['exact'][-1]:.1f}s, index "
+            + ", ".join(f"nprobe {p} {times[p][-1]:.2f}s" for p in probes) + f" for {speed_users} users")
+    users_s = {p: speed_users / statistics.median(t) for p, t in times.items()}
     return {"n_items": n_items, "lists": int(index.index.nlist), "build_s": build_s,
             "index_mb": index.size_bytes() / 2**20, "item_vectors_mb": world.items.numel() * 4 / 2**20,
             "build_peak_mb": build_peak, "recall": recall, "nprobe": nprobe,
-            "exact_users_s": exact_ups, "ann_users_s": ann_ups, "speedup": ann_ups / exact_ups,
-            "topk_peak_mb_few": peaks["ann"], "topk_peak_mb_many": many_peak, "exact_peak_mb": peaks["exact"],
-            "speed_users": speed_users, "recall_users": recall_users, "peak_rss_mb": _status_mb("VmPeak")}
+            "exact_users_s": users_s["exact"], "ann_users_s": {p: users_s[p] for p in probes},
+            "speedup": {p: users_s[p] / users_s["exact"] for p in probes},
+            "topk_peak_mb_few": few_peak, "topk_peak_mb_many": many_peak, "exact_peak_mb": exact_peak,
+            "speed_users": speed_users, "recall_users": recall_users}
 
 
 # -- (b) training at catalogue scale ------------------------------------------------------------
@@ -159,6 +161,7 @@ def train_worker(n_items: int, steps: int) -> dict:
     from recllm.model.batching import Collator
     from recllm.model.tokens import ITEM_SLOT
     from recllm.model.urm import ItemCatalog, LossTargets, URMConfig, control_token_ids
+    from recllm.training.loop import adamw
 
     torch.set_num_threads(2)
     torch.manual_seed(0)
@@ -181,7 +184,7 @@ def train_worker(n_items: int, steps: int) -> dict:
     sampling = ((counts + 1.0) ** 0.75 / ((counts + 1.0) ** 0.75).sum()).float()
     popularity = (counts / counts.sum()).float()
     collator = Collator(tokenizer, model.config)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay)
+    optimizer = adamw(model, config.train.lr, config.train.weight_decay)
     bs, history = config.train.batch_size, 10
     prompt = "recommend items this user will click next history " + " ".join(f"clicked {ITEM_SLOT}" for _ in range(history))
     tokens = collator.tokenize([prompt] * bs)
@@ -256,20 +259,21 @@ def main() -> None:
             print(f"{_label(r['n_items']):>8} {r['steps_s']:8.2f} {r['steps_s'] / base:9.2f} {r['peak_mb']:12.0f} "
                   f"{r['params_mb']:10.0f} {r['catalog_mb']:8.0f}")
     if topk_rows:
-        print(f"\nTop-{K}: item index (faiss IVF, nprobe {args.nprobe}) against exact chunked top-K, one thread each:")
+        print(f"\nTop-{K}: exact chunked top-K and the item index (faiss IVF), one thread each, {args.speed_users} users "
+              f"timed, recall over {args.recall_users}:")
         print(f"{'items':>6} {'lists':>6} {'build s':>8} {'index MB':>9} {'vectors MB':>10} {'build peak MB':>13} "
-              f"{'recall@50':>9} {'exact u/s':>9} {'ann u/s':>8} {'speedup':>8} {'peak MB ' + str(args.speed_users) + 'u':>12} "
-              f"{'peak MB ' + str(args.recall_users) + 'u':>13}")
+              f"{'exact u/s':>9} {'peak MB ' + str(args.speed_users) + 'u':>12} {'peak MB ' + str(args.recall_users) + 'u':>13}")
         for r in topk_rows:
             print(f"{_label(r['n_items']):>6} {r['lists']:6d} {r['build_s']:8.0f} {r['index_mb']:9.0f} "
-                  f"{r['item_vectors_mb']:10.0f} {r['build_peak_mb']:13.0f} {r['recall'][str(args.nprobe)]:9.4f} "
-                  f"{r['exact_users_s']:9.1f} {r['ann_users_s']:8.0f} {r['speedup']:8.1f} {r['topk_peak_mb_few']:12.0f} "
-                  f"{r['topk_peak_mb_many']:13.0f}")
-        print("\nrecall@50 by nprobe: " + "; ".join(
-            f"{_label(r['n_items'])}: " + ", ".join(f"{p} {v:.4f}" for p, v in r["recall"].items()) for r in topk_rows))
-        last = topk_rows[-1]
-        print(f"ann recall@50 at {_label(last['n_items'])}: {last['recall'][str(args.nprobe)]:.4f}")
-        print(f"ann speedup at {_label(last['n_items'])}: {last['speedup']:.1f}")
+                  f"{r['item_vectors_mb']:10.0f} {r['build_peak_mb']:13.0f} {r['exact_users_s']:9.1f} "
+                  f"{r['topk_peak_mb_few']:12.0f} {r['topk_peak_mb_many']:13.0f}")
+        print(f"\n{'items':>6} {'nprobe':>6} {'recall@50':>9} {'index u/s':>9} {'speedup':>8}")
+        for r in topk_rows:
+            for p, rec in r["recall"].items():
+                print(f"{_label(r['n_items']):>6} {p:>6} {rec:9.4f} {r['ann_users_s'][p]:9.0f} {r['speedup'][p]:8.1f}")
+        last, probe = topk_rows[-1], str(args.nprobe)
+        print(f"ann recall@50 at {_label(last['n_items'])}: {last['recall'][probe]:.4f}")
+        print(f"ann speedup at {_label(last['n_items'])}: {last['speedup'][probe]:.1f}")
 
 
 if __name__ == "__main__":
