@@ -36,7 +36,7 @@ bench-train: $(STAMP)
 	$(PY) scripts/bench_train_loop.py
 
 # Catalogue scale: item index vs exact top-K at 1M and 10M synthetic items, training at 10k-1M items.
-# Its last lines: `ann recall@50 at 10M: X` and `ann speedup at 10M: Y` (about 25 minutes on 2 cores).
+# Its last lines: `ann recall@50 at 10M: X` and `ann speedup at 10M: Y` (about 17 minutes on 2 cores).
 bench-scale: $(STAMP)
 	$(PY) scripts/bench_scale.py
 
