@@ -50,12 +50,14 @@ class TableSchema:
 
     @property
     def arrow(self) -> pa.Schema:
-        """The Arrow schema files of this table are written with (timestamps in UTC)."""
-        return to_arrow_schema(self.spark, timezone="UTC", prefers_large_types=False)
+        """The Arrow schema files of this table are written with (timestamps in UTC).
 
-    def ddl(self) -> str:
-        """A `CREATE TABLE` column list, for catalogs (native Delta backend)."""
-        return ", ".join(
-            f"`{c.name}` {c.type.simpleString()}{'' if c.nullable else ' NOT NULL'}"
-            for c in self.columns
-        )
+        Each field carries its meaning under `comment`, the key Delta's schema uses for a
+        column comment, so every Delta reader (Spark, delta-rs, Databricks) shows it.
+        """
+        plain = to_arrow_schema(self.spark_without_comments, timezone="UTC", prefers_large_types=False)
+        return pa.schema([f.with_metadata({"comment": c.doc}) for f, c in zip(plain, self.columns)])
+
+    @property
+    def spark_without_comments(self) -> StructType:
+        return StructType([StructField(c.name, c.type, c.nullable) for c in self.columns])

@@ -155,11 +155,12 @@ QUARANTINE = TableSchema(
 
 ITEM_FEATURES = TableSchema(
     name="item_features",
-    doc="Per-item model inputs: stable index, frozen text/image embeddings, counts, cold flag.",
+    doc="What the model knows of each item: its index, text and image embeddings, event counts, and whether it is cold.",
     columns=(
         Column("item_id", S, False, "item id"),
         Column("item_index", I, False, "stable integer index; never changes for a known item"),
-        Column("text_embedding", VECTOR, False, "frozen text embedding of title/description/category/brand"),
+        Column("text_embedding", VECTOR, False, "embedding of the item's title, description, category and brand "
+               "(a fixed text encoder, not trained with the model)"),
         Column("image_embedding", VECTOR, True, "frozen image embedding, when the catalogue has one"),
         Column("first_seen_ds", S, False, "run date the item was first featurised"),
         Column("n_events", L, False, "accepted events on the item up to `ds`"),
@@ -172,7 +173,7 @@ ITEM_FEATURES = TableSchema(
 
 PROMPTS = TableSchema(
     name="prompts",
-    doc="One training/eval/inference example per row: rendered prompt, history and target.",
+    doc="The model's examples, one per row: the prompt text describing a user's history, and what they did next.",
     columns=(
         DS,
         Column("example_id", S, False, "deterministic id of the example"),
@@ -193,7 +194,7 @@ PROMPTS = TableSchema(
 
 MODELS = TableSchema(
     name="models",
-    doc="Model registry: one trained model version per row.",
+    doc="Every trained model version: where its files are, what data it saw, how it validated, what it started from.",
     columns=(
         Column("model_version", S, False, "unique version id"),
         Column("created_at", TS, False, "time training finished (UTC)"),
@@ -210,14 +211,15 @@ MODELS = TableSchema(
 
 CANDIDATES = TableSchema(
     name="candidates",
-    doc="Daily top-K candidate sets per user and objective (whole-catalogue set-out).",
+    doc="Each night's recommendations: for every user and objective, the K best items of the whole catalogue, best first.",
     columns=(
         DS,
         Column("objective", S, False, "objective the set was produced for"),
         Column("user_id", S, False, "user"),
         Column("rank", I, False, "1-based rank within the user's set"),
         Column("item_id", S, False, "candidate item"),
-        Column("score", D, False, "max over query vectors of <u_m, w_i>, plus the item prior <v, w_i> over the scale"),
+        Column("score", D, False, "how strongly the model recommends the item to the user; higher is better, "
+               "comparable within one night's model version, not a probability"),
         Column("model_version", S, False, "model version that scored it"),
     ),
     keys=("ds", "objective", "user_id", "rank"),
@@ -226,13 +228,13 @@ CANDIDATES = TableSchema(
 
 CTR_SCORES = TableSchema(
     name="ctr_scores",
-    doc="Calibrated click probabilities for (user, item, scenario) pairs.",
+    doc="Predicted click probabilities for (user, item, surface) pairs, one row per pair and night.",
     columns=(
         DS,
         Column("user_id", S, False, "user"),
         Column("item_id", S, False, "item"),
         Column("scenario", S, False, "surface the pair would be shown on"),
-        Column("p_click", D, False, "calibrated click probability in [0, 1]"),
+        Column("p_click", D, False, "predicted probability, from 0 to 1, that the user clicks the item on this surface"),
         Column("model_version", S, False, "model version that scored it"),
     ),
     keys=("ds", "user_id", "item_id", "scenario"),
@@ -241,14 +243,14 @@ CTR_SCORES = TableSchema(
 
 COLD_START_FILLS = TableSchema(
     name="cold_start_fills",
-    doc="Exposure for new items and candidates for new users.",
+    doc="Cold start: slots that show new items to likely users, and candidates for users with no history yet.",
     columns=(
         DS,
         Column("user_id", S, False, "user"),
         Column("rank", I, False, "1-based rank within the user's fills"),
         Column("item_id", S, False, "item"),
-        Column("score", D, False, "model score of the pair"),
-        Column("reason", S, False, "new_item or new_user"),
+        Column("score", D, False, "how strongly the model recommends the pair; higher is better"),
+        Column("reason", S, False, "new_item: a new item shown to this user; new_user: a candidate for a new user"),
         Column("model_version", S, False, "model version that scored it"),
     ),
     keys=("ds", "reason", "user_id", "rank"),
@@ -257,15 +259,15 @@ COLD_START_FILLS = TableSchema(
 
 METRICS = TableSchema(
     name="metrics",
-    doc="Offline evaluation history for models and baselines.",
+    doc="Nightly offline evaluation: how well each model version and each baseline predicted the held-out day.",
     columns=(
         DS,
-        Column("model", S, False, "model version or baseline name"),
-        Column("task", S, False, "objective or task evaluated, e.g. click, ctr"),
-        Column("metric", S, False, "metric name, e.g. recall, ndcg, auc"),
-        Column("k", I, False, "cutoff; 0 for metrics without one"),
-        Column("value", D, False, "metric value"),
-        Column("n", L, False, "number of users or examples it averages over"),
+        Column("model", S, False, "model version (urm-...) or baseline name: popularity, als, sasrec, gbt_ctr"),
+        Column("task", S, False, "objective evaluated (click, purchase, search ...) or ctr for click probabilities"),
+        Column("metric", S, False, "recall, hr, ndcg, mrr, coverage, novelty, cold_recall; auc, gauc, logloss for ctr"),
+        Column("k", I, False, "list length the metric looks at (top 10, top 50); 0 for ctr metrics"),
+        Column("value", D, False, "the metric's value; higher is better except for logloss"),
+        Column("n", L, False, "number of test users or examples the value averages over (for error bars)"),
     ),
     keys=("ds", "model", "task", "metric", "k"),
     partition_by=("ds",),

@@ -95,6 +95,19 @@ def test_every_table_round_trips_through_lake_and_plain_delta_rs(spark, lake, ta
                 assert got == want, (table, col)
 
 
+@pytest.mark.parametrize("table, write", [("metrics", "write"), ("models", "merge")])
+def test_a_new_table_carries_its_description_and_column_comments_for_any_delta_reader(spark, lake, table, write):
+    from deltalake import DeltaTable
+
+    df = sample_df(spark, table)
+    write_sample(lake, table, df) if write == "write" else lake.merge(table, df)
+
+    plain = DeltaTable(lake.location(table))
+    contract = TABLES[table]
+    assert plain.metadata().description == contract.doc
+    assert {f.name: f.metadata for f in plain.schema().fields} == {c.name: {"comment": c.doc} for c in contract.columns}
+
+
 def test_overwrite_partition_is_idempotent_and_leaves_other_days_alone(spark, lake):
     day1 = sample_df(spark, "candidates", ds="2026-01-01")
     day2 = sample_df(spark, "candidates", ds="2026-01-02")

@@ -227,7 +227,8 @@ class DeltaRsWriter(DataSourceArrowWriter):
             if not DeltaTable.is_deltatable(self.path):
                 try:
                     create_table_with_add_actions(
-                        self.path, schema, actions, mode="error", partition_by=parts, name=self.contract.name
+                        self.path, schema, actions, mode="error", partition_by=parts, name=self.contract.name,
+                        description=self.contract.doc,
                     )
                     return
                 except Exception:

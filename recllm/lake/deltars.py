@@ -69,7 +69,8 @@ class DeltaRsLake(Lake, backend="deltars"):
 
         try:
             DeltaTable.create(self.location(contract.name), schema=contract.arrow, mode="ignore",
-                              partition_by=list(contract.partition_by) or None, name=contract.name)
+                              partition_by=list(contract.partition_by) or None, name=contract.name,
+                              description=contract.doc)
         except Exception:
             if not self.exists(contract.name):
                 raise

@@ -36,6 +36,7 @@ class NativeLake(Lake, backend="native"):
         return self.spark.sql(f"DESCRIBE HISTORY {self._sql_ref(table)}").toPandas()
 
     def _save(self, contract: TableSchema, df: DataFrame, overwrite: bool, replace_ds: str | None) -> None:
+        created = not self.exists(contract.name)
         writer = df.write.format("delta").mode("overwrite" if overwrite else "append")
         if contract.partition_by:
             writer = writer.partitionBy(*contract.partition_by)
@@ -46,6 +47,14 @@ class NativeLake(Lake, backend="native"):
             writer.saveAsTable(name)
         else:
             writer.save(self.location(contract.name))
+        if created:
+            self._describe(contract)
+
+    def _describe(self, contract: TableSchema) -> None:
+        """Set the table's description (Delta keeps the table property `comment` as it); the column
+        comments come with the schema's `comment` metadata."""
+        description = contract.doc.replace("\\", "\\\\").replace("'", "\\'")
+        self.spark.sql(f"ALTER TABLE {self._sql_ref(contract.name)} SET TBLPROPERTIES ('comment' = '{description}')")
 
     def _create(self, contract: TableSchema) -> None:
         """An empty append creates the table; Delta's own protocol fails a second creator clearly."""
