@@ -41,13 +41,21 @@ def main(args: argparse.Namespace) -> None:
         print(f"\nwrote {len(rows)} rows to {args.out}")
 
 
+def build_parser() -> argparse.ArgumentParser:
+    """The job's arguments, built without starting Spark (`tests/test_cli.py` checks every one has help)."""
+    p = parser(__doc__.splitlines()[0], needs_ds=False, job="benchmark",
+               ds_help="not used: the dataset lands at the date of its latest event")
+    p.add_argument("--data", required=True, type=existing_folder, help="dataset folder (required)")
+    p.add_argument("--format", required=True, choices=FORMATS, help="the dataset folder's format (required)")
+    p.add_argument("--out", default=None, help="JSON file to write the result rows to (default: print the table only)")
+    p.add_argument("--work", default="benchmark-work",
+                   help="folder for the benchmark's lake and models; its <dataset> subfolder is replaced "
+                   "(default: %(default)s)")
+    return p
+
+
 def cli(argv: list[str] | None = None) -> None:
-    p = parser(__doc__.splitlines()[0], needs_ds=False)
-    p.add_argument("--data", required=True, type=existing_folder, help="dataset folder")
-    p.add_argument("--format", required=True, choices=FORMATS)
-    p.add_argument("--out", default=None, help="write the result rows as JSON")
-    p.add_argument("--work", default="benchmark-work", help="folder for the benchmark's lake and models")
-    run("benchmark", main, p.parse_args(argv))
+    run("benchmark", main, build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

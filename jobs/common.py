@@ -33,12 +33,18 @@ class JobArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def parser(description: str, needs_ds: bool = True) -> argparse.ArgumentParser:
-    """The options every job takes; each is checked here, before any Spark session or model loads."""
-    p = JobArgumentParser(description=description)
-    p.add_argument("--ds", required=needs_ds, type=_ds, help="run date, YYYY-MM-DD")
-    p.add_argument("--config", default=None, type=existing_file, help="YAML config (default: the embedded default)")
-    p.add_argument("--log-level", default="INFO", type=str.upper, choices=LOG_LEVELS, help="default: INFO")
+def parser(
+    description: str, needs_ds: bool = True, *, job: str | None = None, ds_help: str | None = None
+) -> argparse.ArgumentParser:
+    """The options every job takes, for job `job` (its usage reads `recllm <job>`); each is checked here, before
+    any Spark session or model loads. `ds_help` says what an optional --ds defaults to."""
+    p = JobArgumentParser(prog=f"recllm {job}" if job else None, description=description)
+    ds_said = "run date (required)" if needs_ds else (ds_help or "run date (optional)")
+    p.add_argument("--ds", required=needs_ds, type=_ds, metavar="YYYY-MM-DD", help=ds_said)
+    p.add_argument("--config", default=None, type=existing_file, metavar="FILE",
+                   help="YAML config file (default: the embedded default config)")
+    p.add_argument("--log-level", default="INFO", type=str.upper, choices=LOG_LEVELS,
+                   help=f"logging level, one of {', '.join(LOG_LEVELS)} (default: %(default)s)")
     return p
 
 
@@ -58,11 +64,16 @@ def add_synthetic_args(p: argparse.ArgumentParser, days: int) -> None:
     """The synthetic shop's options (`jobs.land --source synthetic`, `jobs.demo`)."""
     from recllm.data.synthetic import SyntheticConfig
 
-    p.add_argument("--days", type=int, default=days, help="synthetic: consecutive days from --ds")
-    p.add_argument("--seed", type=int, default=SyntheticConfig.seed)
-    p.add_argument("--users", type=int, default=SyntheticConfig.n_users)
-    p.add_argument("--items", type=int, default=SyntheticConfig.n_items)
-    p.add_argument("--bad-row-fraction", type=float, default=SyntheticConfig.bad_row_fraction)
+    p.add_argument("--days", type=int, default=days,
+                   help="synthetic: how many consecutive days to generate from --ds (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=SyntheticConfig.seed,
+                   help="synthetic: random seed; the same seed generates the same shop (default: %(default)s)")
+    p.add_argument("--users", type=int, default=SyntheticConfig.n_users,
+                   help="synthetic: number of users on the first day (default: %(default)s)")
+    p.add_argument("--items", type=int, default=SyntheticConfig.n_items,
+                   help="synthetic: number of catalogue items on the first day (default: %(default)s)")
+    p.add_argument("--bad-row-fraction", type=float, default=SyntheticConfig.bad_row_fraction,
+                   help="synthetic: share of deliberately bad raw rows, for ingest to quarantine (default: %(default)s)")
 
 
 def synthetic_config(args: argparse.Namespace) -> SyntheticConfig:

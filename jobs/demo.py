@@ -20,7 +20,7 @@ from pyspark.sql import functions as F
 from jobs.common import add_synthetic_args, open_lake, parser, run, stage_functions, synthetic_config
 from recllm.config import load_config
 from recllm.data.landing import land_day
-from recllm.data.synthetic import generate
+from recllm.data.synthetic import SyntheticConfig, generate
 from schemas import CANDIDATES, COLD_START_FILLS, CTR_SCORES, EVENTS, ITEMS
 
 log = logging.getLogger("recllm.jobs.demo")
@@ -71,10 +71,16 @@ def show_sample(lake, ds: str) -> None:
      .select("reason", "user_id", "rank", "title", "category", F.round("score", 2).alias("score")).show(5, truncate=40))
 
 
-def cli(argv: list[str] | None = None) -> None:
-    p = parser(__doc__.splitlines()[0], needs_ds=False)
+def build_parser() -> argparse.ArgumentParser:
+    """The job's arguments, built without starting Spark (`tests/test_cli.py` checks every one has help)."""
+    p = parser(__doc__.splitlines()[0], needs_ds=False, job="demo",
+               ds_help=f"first day of the synthetic shop (default: {SyntheticConfig.start_ds})")
     add_synthetic_args(p, days=4)
-    run("demo", main, p.parse_args(argv))
+    return p
+
+
+def cli(argv: list[str] | None = None) -> None:
+    run("demo", main, build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -25,10 +25,17 @@ def main(args: argparse.Namespace) -> None:
         log.info("  %-20s %-12s %s@%d = %.4f (n=%d)", row.task, row.model, row.metric, row.k, row.value, row.n)
 
 
+def build_parser() -> argparse.ArgumentParser:
+    """The job's arguments, built without starting Spark (`tests/test_cli.py` checks every one has help)."""
+    p = parser(__doc__.splitlines()[0], job="evaluate")
+    p.add_argument("--model-version", default=None,
+                   help="registered model version to evaluate (default: score.model_version in the config; "
+                   "latest: the newest in models)")
+    return p
+
+
 def cli(argv: list[str] | None = None) -> None:
-    p = parser(__doc__.splitlines()[0])
-    p.add_argument("--model-version", default=None, help="default: score.model_version (latest)")
-    run("evaluate", main, p.parse_args(argv))
+    run("evaluate", main, build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

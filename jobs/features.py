@@ -16,14 +16,20 @@ def main(args: argparse.Namespace) -> None:
     run_features(lake, args.ds, config.features, embedding_udf(config), reembed_all=args.reembed_all)
 
 
-def cli(argv: list[str] | None = None) -> None:
-    p = parser(__doc__.splitlines()[0])
+def build_parser() -> argparse.ArgumentParser:
+    """The job's arguments, built without starting Spark (`tests/test_cli.py` checks every one has help)."""
+    p = parser(__doc__.splitlines()[0], job="features")
     p.add_argument(
         "--reembed-all",
         action="store_true",
-        help="embed every item again (after changing features.text_encoder or correcting catalogue text)",
+        help="embed every item again, after changing features.text_encoder or correcting catalogue text "
+        "(default: embed only new and changed items)",
     )
-    run("features", main, p.parse_args(argv))
+    return p
+
+
+def cli(argv: list[str] | None = None) -> None:
+    run("features", main, build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -16,10 +16,15 @@ def main(args: argparse.Namespace) -> None:
     run_ingest(lake, args.ds, config.ingest, run_id=args.run_id)
 
 
-def cli(argv: list[str] | None = None) -> None:
-    p = parser(__doc__.splitlines()[0])
+def build_parser() -> argparse.ArgumentParser:
+    """The job's arguments, built without starting Spark (`tests/test_cli.py` checks every one has help)."""
+    p = parser(__doc__.splitlines()[0], job="ingest")
     p.add_argument("--run-id", default=None, help="id recorded with quarantined rows (default: random)")
-    run("ingest", main, p.parse_args(argv))
+    return p
+
+
+def cli(argv: list[str] | None = None) -> None:
+    run("ingest", main, build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -29,8 +29,13 @@ def main(args: argparse.Namespace) -> None:
     print_steps(args.ds, run_nightly(lake, args.ds, config, stage_functions(config)))
 
 
+def build_parser() -> argparse.ArgumentParser:
+    """The job's arguments, built without starting Spark (`tests/test_cli.py` checks every one has help)."""
+    return parser(__doc__.splitlines()[0], job="nightly")
+
+
 def cli(argv: list[str] | None = None) -> None:
-    run("nightly", main, parser(__doc__.splitlines()[0]).parse_args(argv))
+    run("nightly", main, build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -16,9 +16,13 @@ def main(args: argparse.Namespace) -> None:
     run_prompts(lake, args.ds, config.prompts)
 
 
+def build_parser() -> argparse.ArgumentParser:
+    """The job's arguments, built without starting Spark (`tests/test_cli.py` checks every one has help)."""
+    return parser(__doc__.splitlines()[0], job="prompts")
+
+
 def cli(argv: list[str] | None = None) -> None:
-    p = parser(__doc__.splitlines()[0])
-    run("prompts", main, p.parse_args(argv))
+    run("prompts", main, build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -30,10 +30,17 @@ def main(args: argparse.Namespace) -> None:
     )
 
 
+def build_parser() -> argparse.ArgumentParser:
+    """The job's arguments, built without starting Spark (`tests/test_cli.py` checks every one has help)."""
+    p = parser(__doc__.splitlines()[0], job="score")
+    p.add_argument("--model-version", default=None,
+                   help="registered model version to score with (default: score.model_version in the config; "
+                   "latest: the newest in models)")
+    return p
+
+
 def cli(argv: list[str] | None = None) -> None:
-    p = parser(__doc__.splitlines()[0])
-    p.add_argument("--model-version", default=None, help="model version to score with (default: score.model_version)")
-    run("score", main, p.parse_args(argv))
+    run("score", main, build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -29,14 +29,23 @@ def main(args: argparse.Namespace) -> None:
         print(f"  {row.variant}: {row.instruction}")
 
 
+def build_parser() -> argparse.ArgumentParser:
+    """The job's arguments, built without starting Spark (`tests/test_cli.py` checks every one has help)."""
+    p = parser(__doc__.splitlines()[0], job="sensitivity")
+    p.add_argument("--objective", required=True, help="objective whose users to score, e.g. click (required)")
+    p.add_argument("--instruction", action="append", required=True,
+                   help="an alternative instruction to compare with the configured one (required; repeatable)")
+    p.add_argument("--model-version", default=None,
+                   help="registered model version to score with (default: score.model_version in the config)")
+    p.add_argument("--k", type=int, default=10,
+                   help="top-K cut-off for Recall, NDCG and the overlap of top-K sets (default: %(default)s)")
+    p.add_argument("--split", default="test",
+                   help="test (with metric deltas) or infer (today's prompts) (default: %(default)s)")
+    return p
+
+
 def cli(argv: list[str] | None = None) -> None:
-    p = parser(__doc__.splitlines()[0])
-    p.add_argument("--objective", required=True)
-    p.add_argument("--instruction", action="append", required=True, help="an alternative instruction (repeatable)")
-    p.add_argument("--model-version", default=None)
-    p.add_argument("--k", type=int, default=10)
-    p.add_argument("--split", default="test", help="test (with metric deltas) or infer (today's prompts)")
-    run("sensitivity", main, p.parse_args(argv))
+    run("sensitivity", main, build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

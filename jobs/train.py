@@ -27,10 +27,16 @@ def main(args: argparse.Namespace) -> None:
     )
 
 
+def build_parser() -> argparse.ArgumentParser:
+    """The job's arguments, built without starting Spark (`tests/test_cli.py` checks every one has help)."""
+    p = parser(__doc__.splitlines()[0], job="train")
+    p.add_argument("--num-processes", type=int, default=None,
+                   help="training processes (default: train.num_processes in the config)")
+    return p
+
+
 def cli(argv: list[str] | None = None) -> None:
-    p = parser(__doc__.splitlines()[0])
-    p.add_argument("--num-processes", type=int, default=None, help="training processes (default: train.num_processes)")
-    run("train", main, p.parse_args(argv))
+    run("train", main, build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

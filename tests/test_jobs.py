@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from jobs import ingest, land
+from recllm.data.formats import FORMATS
 
 
 @pytest.fixture
@@ -55,7 +56,7 @@ def test_land_loads_a_recbole_folder_through_the_format_registry(config_file, tm
     assert sorted(read_delta_rs(str(tmp_path / "lake" / "users_raw"))["user_id"]) == ["u1", "u2"]
 
 
-@pytest.mark.parametrize("source", ["movielens", "amazon", "recbole"])
+@pytest.mark.parametrize("source", FORMATS)
 def test_a_dataset_source_without_a_path_fails_with_exit_2_saying_what_it_needs(source, capsys):
     with pytest.raises(SystemExit) as exit_:
         land.cli(["--source", source])

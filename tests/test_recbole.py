@@ -213,5 +213,5 @@ def test_the_format_registry_loads_a_folder_and_says_whether_it_ships_its_split(
 
 
 def test_an_unknown_format_names_the_known_ones():
-    with pytest.raises(ValueError, match="unknown format 'csv'; expected one of movielens, amazon, recbole"):
-        load_dataset("anywhere", "csv")
+    with pytest.raises(ValueError, match="unknown format 'xlsx'; expected one of movielens, amazon, recbole, parquet, csv"):
+        load_dataset("anywhere", "xlsx")

@@ -14,6 +14,7 @@ from recllm.data.amazon import amazon_files, load_amazon
 from recllm.data.frames import LandedDay
 from recllm.data.movielens import load_movielens
 from recllm.data.recbole import load_recbole
+from recllm.data.tabular import load_tabular
 
 
 @dataclass(frozen=True)
@@ -38,10 +39,21 @@ def _recbole(path: str | Path, ds: str | None) -> tuple[LandedDay, bool]:
     return data.day, data.presplit
 
 
+def _parquet(path: str | Path, ds: str | None) -> tuple[LandedDay, bool]:
+    return load_tabular(path, "parquet", ds=ds), False
+
+
+def _csv(path: str | Path, ds: str | None) -> tuple[LandedDay, bool]:
+    return load_tabular(path, "csv", ds=ds), False
+
+
 REGISTRY = {
     "movielens": DatasetFormat("a MovieLens CSV folder (ratings.csv, movies.csv, tags.csv)", _movielens),
     "amazon": DatasetFormat("a folder of Amazon review JSON lines (reviews, optionally *meta*)", _amazon),
     "recbole": DatasetFormat("a RecBole atomic-file folder (NAME.inter or NAME.train/valid/test.inter)", _recbole),
+    "parquet": DatasetFormat("a folder of raw tables as Parquet (events_raw[.parquet], optional items_raw, users_raw)",
+                             _parquet),
+    "csv": DatasetFormat("a folder of raw tables as CSV (events_raw[.csv], optional items_raw, users_raw)", _csv),
 }
 FORMATS = tuple(REGISTRY)
 
