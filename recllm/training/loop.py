@@ -26,6 +26,7 @@ from transformers import get_constant_schedule, get_cosine_schedule_with_warmup
 
 from recllm.model.batching import Collator
 from recllm.model.urm import URM, ItemCatalog, LossTargets, load_tokenizer
+from recllm.progress import progress
 from recllm.training.checkpoints import load_checkpoint, save_checkpoint
 from recllm.training.flops import flop_counter, matmul_rate
 from recllm.training.stream import ShardStream, lm_target_tokens
@@ -234,7 +235,9 @@ def _train(plan: TrainingPlan, rank: int, world: int, device, use_cuda: bool) ->
         flops = counted_tokens = 0.0
         batches = train.batches(bs, plan.seed + state["epoch"] * 1000 + rank, tuple(state["position"]),
                                 plan.lm_fraction if use_lm else 0.0)
-        for position, ex in batches:
+        # progress lines from rank 0 only (every rank runs n_batches); made inline, so a break ends them at once
+        for position, ex in (progress(batches, n_batches - state["batch"], f"epoch {state['epoch']}", "batch", log)
+                             if rank == 0 else batches):
             b = state["batch"]
             if b >= n_batches:
                 break
