@@ -34,13 +34,15 @@ class JobArgumentParser(argparse.ArgumentParser):
 
 
 def parser(
-    description: str, needs_ds: bool = True, *, job: str | None = None, ds_help: str | None = None
+    description: str, needs_ds: bool | None = True, *, job: str | None = None, ds_help: str | None = None
 ) -> argparse.ArgumentParser:
     """The options every job takes, for job `job` (its usage reads `recllm <job>`); each is checked here, before
-    any Spark session or model loads. `ds_help` says what an optional --ds defaults to."""
+    any Spark session or model loads. `needs_ds`: None for a job that takes no --ds; `ds_help` says what an
+    optional --ds defaults to."""
     p = JobArgumentParser(prog=f"recllm {job}" if job else None, description=description)
-    ds_said = "run date (required)" if needs_ds else (ds_help or "run date (optional)")
-    p.add_argument("--ds", required=needs_ds, type=_ds, metavar="YYYY-MM-DD", help=ds_said)
+    if needs_ds is not None:
+        ds_said = "run date (required)" if needs_ds else (ds_help or "run date (optional)")
+        p.add_argument("--ds", required=needs_ds, type=_ds, metavar="YYYY-MM-DD", help=ds_said)
     p.add_argument("--config", default=None, type=existing_file, metavar="FILE",
                    help="YAML config file (default: the embedded default config)")
     p.add_argument("--log-level", default="INFO", type=str.upper, choices=LOG_LEVELS,

@@ -108,6 +108,23 @@ def test_a_new_table_carries_its_description_and_column_comments_for_any_delta_r
     assert {f.name: f.metadata for f in plain.schema().fields} == {c.name: {"comment": c.doc} for c in contract.columns}
 
 
+def test_a_table_written_before_comments_were_standard_gets_them_on_its_next_write(spark, lake):
+    from deltalake import DeltaTable
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    contract = TABLES["metrics"]
+    old_schema = to_arrow_schema(contract.spark, timezone="UTC", prefers_large_types=False)  # SPARK::metadata::json
+    DeltaTable.create(lake.location("metrics"), schema=old_schema, partition_by=["ds"], name="metrics")
+    assert DeltaTable(lake.location("metrics")).schema().fields[0].metadata.get("comment") is None
+
+    write_sample(lake, "metrics", sample_df(spark, "metrics"))
+
+    plain = DeltaTable(lake.location("metrics"))
+    assert plain.metadata().description == contract.doc
+    assert {f.name: f.metadata["comment"] for f in plain.schema().fields} == {c.name: c.doc for c in contract.columns}
+    assert len(lake.read("metrics").collect()) == 4
+
+
 def test_overwrite_partition_is_idempotent_and_leaves_other_days_alone(spark, lake):
     day1 = sample_df(spark, "candidates", ds="2026-01-01")
     day2 = sample_df(spark, "candidates", ds="2026-01-02")

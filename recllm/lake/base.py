@@ -7,7 +7,7 @@ import os
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Iterable
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -218,6 +218,7 @@ class Lake(ABC):
         contract = self.contract(table)
         df = conform(df, contract)
         self._save(contract, df, overwrite, replace_ds)
+        self._document(contract)
         version = self.version(table)
         log.info("%s: %s -> version %d", table, "overwrite ds=" + replace_ds if replace_ds else
                  ("overwrite" if overwrite else "append"), version)
@@ -238,6 +239,7 @@ class Lake(ABC):
             raise ValueError(f"merge into {table}: source has duplicate keys {[tuple(r)[:-1] for r in dupes]}")
         if not self.exists(table):
             self._create(contract)
+        self._document(contract)
         return self._merge(contract, df)
 
     @staticmethod
@@ -262,12 +264,21 @@ class Lake(ABC):
         self._require_exists(table)
         return self._vacuum(table, retention_hours)
 
-    def register_views(self) -> list[str]:
-        """Expose every existing table as a temp view of the same name, for Spark SQL."""
-        names = [t for t in TABLES if self.exists(t)]
+    def register_views(self, tables: Iterable[str] = TABLES) -> list[str]:
+        """Expose every existing table of `tables` (default: all) as a temp view of the same name, for Spark SQL."""
+        names = [t for t in tables if self.exists(t)]
         for t in names:
             self.read(t).createOrReplaceTempView(t)
         return names
+
+    def sql(self, query: str) -> DataFrame:
+        """Spark SQL over the lake, every existing table a view of its own name (`SELECT * FROM candidates`);
+        only the tables the query names are opened."""
+        self.register_views(t for t in TABLES if re.search(rf"\b{t}\b", query, re.IGNORECASE))
+        return self.spark.sql(query)
+
+    def _document(self, contract: TableSchema) -> None:
+        """Bring an existing table's description and column comments up to its contract (a backend may)."""
 
     # -- what each backend implements (the table is known to exist, except for _save) ----
 

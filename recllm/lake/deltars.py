@@ -17,6 +17,7 @@ class DeltaRsLake(Lake, backend="deltars"):
 
     def _open(self) -> None:
         self.root = os.path.abspath(self.root)
+        self._documented: set[str] = set()
         self.spark.dataSource.register(DeltaRsDataSource)
 
     def _table(self, table: str, version: int | None = None):
@@ -75,6 +76,23 @@ class DeltaRsLake(Lake, backend="deltars"):
             if not self.exists(contract.name):
                 raise
             log.warning("%s: another job created the table first", contract.name)
+
+    def _document(self, contract: TableSchema) -> None:
+        """A table created before tables carried a description and Delta's `comment` per column (comments
+        were under Spark's private `SPARK::metadata::json` key) gets its contract's: one alter commit for each
+        thing that differs, checked once per table and lake object."""
+        if contract.name in self._documented:
+            return
+        table = self._table(contract.name)
+        comments = {f.name: f.metadata.get("comment") for f in table.schema().fields}
+        stale = [c for c in contract.columns if comments.get(c.name) != c.doc]
+        if table.metadata().description != contract.doc:
+            table.alter.set_table_description(contract.doc)
+        for column in stale:
+            self._table(contract.name).alter.set_column_metadata(column.name, {"comment": column.doc})
+        if stale:
+            log.info("%s: %d column comments brought up to the contract", contract.name, len(stale))
+        self._documented.add(contract.name)
 
     def _merge(self, contract: TableSchema, df: DataFrame) -> int:
         """delta-rs's merge; when another job commits first (a concurrent merge added rows this one did not
