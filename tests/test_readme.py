@@ -76,3 +76,41 @@ def test_the_readme_describes_each_result_table_and_column_as_the_table_does(tab
     assert f"**`{table}`**: {contract.doc}" in text
     for column in contract.columns:
         assert f"| `{column.name}` | {column.type.simpleString()} | {column.doc} |" in text, column.name
+
+
+@pytest.mark.slow  # three jobs, each its own Spark session
+def test_bring_your_own_data_lands_ingests_and_quarantines_as_written(tmp_path):
+    from tests.helpers import read_delta_rs
+
+    python, bash = blocks("Bring your own data", "python"), blocks("Bring your own data", "bash")
+    assert len(python) == 1 and len(bash) == 1
+    run_python(python[0], tmp_path)
+
+    shown = run_bash(bash[0], tmp_path).stdout
+    assert re.search(r"events_raw\s+unparseable_ts\s+1", shown), shown
+    events = read_delta_rs(str(tmp_path / "lake" / "events"))
+    assert sorted(events["event_id"]) == ["e1", "e2", "e3"]
+    assert len(read_delta_rs(str(tmp_path / "lake" / "items"))) == 3
+
+
+def raw_contract_rows() -> dict[str, dict[str, str]]:
+    """The README's raw-contract table as {table: {column: meaning, or None where a row names several}}; a row
+    with an empty table cell continues the table above it."""
+    said, table = {}, None
+    for line in section("Bring your own data").splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 4 and cells[1].startswith("`"):
+            table = cells[0].strip("`") or table
+            columns = re.findall(r"`(\w+)`", cells[1])
+            for column in columns:
+                said.setdefault(table, {})[column] = cells[2] if len(columns) == 1 else None
+    return said
+
+
+@pytest.mark.parametrize("table", ["events_raw", "items_raw", "users_raw"])
+def test_the_raw_contract_in_the_readme_lists_every_column_with_the_tables_meaning(table):
+    said = raw_contract_rows()[table]
+    assert set(said) == {c.name for c in TABLES[table].columns} - {"ds"}
+    for column in TABLES[table].columns:
+        if said.get(column.name) is not None:  # a row shared by several columns paraphrases them
+            assert said[column.name] == column.doc, column.name
