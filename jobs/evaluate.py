@@ -1,6 +1,9 @@
 """Evaluate a model version and baselines on the day's test split; rows go to `metrics`.
 
     python -m jobs.evaluate --ds 2026-01-04 --config jobs/conf/default.yaml [--model-version V]
+
+On a night with no model registered yet (a first night: nothing trained) it logs "no model
+yet: skipped" and exits 0, writing nothing; an unknown version fails naming the known ones.
 """
 
 from __future__ import annotations
@@ -15,10 +18,14 @@ log = logging.getLogger("recllm.jobs.evaluate")
 
 def main(args: argparse.Namespace) -> None:
     from recllm.evaluation.evaluate import run_evaluation
-    from recllm.registry import resolve_model
+    from recllm.registry import resolve_model_if_any
 
     config, lake = open_lake(args)
-    model = resolve_model(lake, args.model_version or config.score.model_version)
+    model = resolve_model_if_any(lake, args.model_version or config.score.model_version)
+    if model is None:
+        log.info("evaluate ds=%s: no model yet: skipped (nothing is registered in models until training has run)",
+                 args.ds)
+        return
     frame = run_evaluation(lake, args.ds, config, model)
     log.info("evaluate ds=%s model %s: %d metric rows", args.ds, model.version, len(frame))
     for row in frame[(frame.metric.isin(["recall", "auc"])) & (frame.k.isin([0, 10]))].itertuples():

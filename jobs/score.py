@@ -2,10 +2,12 @@
 
     python -m jobs.score --ds 2026-01-03 --config jobs/conf/default.yaml [--model-version V]
 
-The model version defaults to `score.model_version` (`latest`: the newest in `models`). An
-unknown version fails naming the known ones, before anything is written. A day without
-inference prompts writes empty partitions and logs a warning. Safe to rerun: each table's
-`ds` partition is replaced in one transaction. See `recllm.scoring.stage` for what each table holds.
+The model version defaults to `score.model_version` (`latest`: the newest in `models`). On a
+night with no model registered yet (a first night: nothing trained) it logs "no model yet:
+skipped" and exits 0, writing nothing. An unknown version fails naming the known ones,
+before anything is written. A day without inference prompts writes empty partitions and
+logs a warning. Safe to rerun: each table's `ds` partition is replaced in one transaction.
+See `recllm.scoring.stage` for what each table holds.
 """
 
 from __future__ import annotations
@@ -19,9 +21,14 @@ log = logging.getLogger("recllm.jobs.score")
 
 
 def main(args: argparse.Namespace) -> None:
+    from recllm.registry import resolve_model_if_any
     from recllm.scoring.stage import run_scoring
 
     config, lake = open_lake(args)
+    if resolve_model_if_any(lake, args.model_version or config.score.model_version) is None:
+        log.info("score ds=%s: no model yet: skipped (nothing is registered in models until training has run)",
+                 args.ds)
+        return
     report = run_scoring(lake, args.ds, config, scoring_functions(), model_version=args.model_version)
     log.info(
         "score ds=%s model %s: candidates=%d ctr_scores=%d cold_start_fills=%d new_items=%d new_users=%d%s",

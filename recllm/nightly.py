@@ -2,11 +2,11 @@
 
     steps = run_nightly(lake, "2026-01-04", config, functions)
 
-ingest, features, prompts, train (when `training_decision` says so, else the latest model
-is reused; warm-started from the newest model when `train.warm_start` and `choose_start`
-allow, cold every `nightly.cold_retrain_every_days`), score and evaluate, each the same library call its own job makes, so rerunning
-a date replaces that date's outputs. `functions` carries the executor code the stages run
-(the jobs build it from `udfs`).
+ingest, features, prompts, train (`train_if_due`: when `training_decision` says so, else the
+latest model is reused; warm-started from the newest model when `train.warm_start` and
+`choose_start` allow, cold every `nightly.cold_retrain_every_days`), score and evaluate,
+each the same library call its own job makes, so rerunning a date replaces that date's outputs.
+`functions` carries the executor code the stages run (the jobs build it from `udfs`).
 """
 
 from __future__ import annotations
@@ -67,6 +67,39 @@ def start_decision(lake: Lake, ds: str, config: RecllmConfig) -> Start:
     return choose_start(lake, ds, config)
 
 
+@dataclass(frozen=True)
+class TrainOutcome:
+    """What `train_if_due` did: trained (with `run_training`'s summary and how it started) or not, and why."""
+
+    trained: bool
+    reason: str  # `training_decision`'s: why it trained, or why it did not
+    result: dict | None = None  # run_training's summary when it trained
+    start: Start | None = None  # the warm or cold start it trained from
+
+    def summary(self, eval_k: int = 10) -> str:
+        """One line for logs: the model trained and how it validated, or why nothing was trained."""
+        if not self.trained:
+            return f"skipped: {self.reason}"
+        r = self.result
+        how = f"warm from {self.start.parent_version}" if self.start.warm else f"cold ({self.start.reason})"
+        return (f"model {r['model_version']}: best valid recall@{eval_k} {r['best_valid_recall']:.4f}, "
+                f"{r['epochs_run']} epochs, {how}")
+
+
+def train_if_due(lake: Lake, ds: str, config: RecllmConfig, num_processes: int | None = None) -> TrainOutcome:
+    """Train for `ds` when `training_decision` says so, warm or cold as `start_decision` says, else nothing.
+
+    The one train-or-reuse policy of every scheduler: `jobs.nightly`, and `jobs.train --when-due`
+    under Airflow or Databricks; a night that does not train writes nothing.
+    """
+    due, why = training_decision(lake, ds, config)
+    if not due:
+        return TrainOutcome(False, why)
+    start = start_decision(lake, ds, config)
+    log.info("train ds=%s: training (%s); %s", ds, why, start.reason if start.warm else f"cold start: {start.reason}")
+    return TrainOutcome(True, why, run_training(lake, ds, config, num_processes=num_processes, start=start), start)
+
+
 def run_nightly(lake: Lake, ds: str, config: RecllmConfig, functions: StageFunctions) -> list[tuple[str, float, str]]:
     """Run every stage for `ds`; returns (stage, seconds, summary) per stage."""
     steps: list[tuple[str, float, str]] = []
@@ -84,15 +117,7 @@ def run_nightly(lake: Lake, ds: str, config: RecllmConfig, functions: StageFunct
     step("ingest", lambda: "; ".join(run_ingest(lake, ds, config.ingest).lines()))
     step("features", lambda: str(run_features(lake, ds, config.features, functions.embed)))
     step("prompts", lambda: f"{sum(run_prompts(lake, ds, config.prompts).values())} rows")
-    train, why = training_decision(lake, ds, config)
-    if train:
-        start = start_decision(lake, ds, config)
-        log.info("nightly ds=%s train: %s", ds, start.reason if start.warm else f"cold start: {start.reason}")
-        step("train", lambda: "model {model_version}: best valid recall@10 {best_valid_recall:.4f}, {epochs_run} epochs, "
-             "{how}".format(**run_training(lake, ds, config, start=start),
-                            how=f"warm from {start.parent_version}" if start.warm else f"cold ({start.reason})"))
-    else:
-        skip("train", why)
+    step("train", lambda: train_if_due(lake, ds, config).summary(config.train.eval_k))
     try:
         model = resolve_model(lake, config.score.model_version)
     except ModelNotFoundError as e:

@@ -38,22 +38,33 @@ class ModelRef:
     image_dim: int
 
 
-def register_model(lake: Lake, ds: str, config, version: str, path: str, result: dict,
-                   parent_version: str | None = None) -> None:
-    """Upsert the version's row in `models` (its folder, settings, training summary and warm-start parent)."""
-    row = {
+def model_row(ds: str, config, version: str, path: str, result: dict, parent_version: str | None = None,
+              data_start_ds: str | None = None) -> dict:
+    """The version's `models` row: its folder, settings, data window, training summary and warm-start parent."""
+    return {
         "model_version": version,
         "created_at": dt.datetime.now(dt.timezone.utc),
         "ds": ds,
         "path": path,
         "config_json": json.dumps({"model": asdict(config.model), "train": asdict(config.train)}, sort_keys=True),
-        "data_start_ds": None,
+        "data_start_ds": data_start_ds,
         "data_end_ds": ds,
         "metrics_json": json.dumps({k: v for k, v in result.items() if k != "history"}, sort_keys=True),
         "parent_version": parent_version,
     }
+
+
+def register_model(lake: Lake, ds: str, config, version: str, path: str, result: dict,
+                   parent_version: str | None = None, data_start_ds: str | None = None) -> dict:
+    """Upsert the version's row in `models` (`model_row`); returns the row."""
+    return register_row(lake, model_row(ds, config, version, path, result, parent_version, data_start_ds))
+
+
+def register_row(lake: Lake, row: dict) -> dict:
+    """Upsert a `model_row` into `models`; returns it."""
     add_missing_columns(lake, MODELS)
     lake.merge(MODELS.name, lake.spark.createDataFrame([row], MODELS.spark))
+    return row
 
 
 def add_missing_columns(lake: Lake, contract) -> list[str]:
@@ -119,6 +130,14 @@ def newest_model_before(lake: Lake, ds: str, cold_only: bool = False):
     if cold_only:
         rows = rows.where(F.col("parent_version").isNull())
     return rows.orderBy(F.desc("ds"), F.desc("created_at"), F.desc("model_version")).first()
+
+
+def resolve_model_if_any(lake: Lake, version: str = LATEST_VERSION) -> ModelRef | None:
+    """`resolve_model`, or None when the newest version is asked for and none is registered yet (a first
+    night: a scheduled job skips); a named version that is not there still fails."""
+    if version == LATEST_VERSION and latest_model_row(lake) is None:
+        return None
+    return resolve_model(lake, version)
 
 
 def resolve_model(lake: Lake, version: str = LATEST_VERSION) -> ModelRef:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -103,6 +106,40 @@ def test_a_two_process_torchdistributor_run_trains_and_registers_a_model(world, 
     URM.from_pretrained(trained["path"])
 
 
+@pytest.mark.slow  # shares the 2-process TorchDistributor run (minutes)
+def test_the_model_folder_has_a_card_naming_its_version_data_window_and_metrics_whose_snippet_loads_it(world, trained):
+    row = world["lake"].read("models").where(F.col("model_version") == trained["model_version"]).first()
+    metrics = json.loads(row.metrics_json)
+    card = open(os.path.join(trained["path"], "README.md")).read()
+
+    assert card.startswith(f"# {row.model_version}\n")
+    assert row.data_start_ds == world["days"][0].ds and row.data_end_ds == world["ds"]
+    assert f"| data window | {row.data_start_ds} .. {row.data_end_ds} " in card
+    assert f"Best valid recall@10: **{metrics['best_valid_recall']:.4f}** at epoch {metrics['best_epoch']} " in card
+    assert f"{metrics['examples_per_s']:,.0f} examples/s" in card and "peak resident memory" in card
+    assert "cold start" in card and set(metrics["objectives"]) >= {"click", "purchase", "ctr"}
+    assert all(f"{name} ({n:,} examples)" in card for name, n in metrics["objectives"].items())
+    snippet = re.search(r"```python\n(.*?)```", card, re.S).group(1)
+    names: dict = {}
+    exec(snippet, names)
+    assert names["model"].config.n_items_trained == len(names["catalog"]) == world["lake"].read("item_features").count()
+
+
+@pytest.mark.slow  # shares the 2-process TorchDistributor run (minutes)
+def test_every_file_a_training_run_leaves_is_group_readable_and_none_is_world_writable(trained):
+    work = os.path.dirname(trained["path"])  # best/, initial/, checkpoints/ and the version folder itself
+    modes = {os.path.relpath(os.path.join(top, name), work): stat.S_IMODE(os.stat(os.path.join(top, name)).st_mode)
+             for top, folders, files in os.walk(work) for name in folders + files}
+    modes["."] = stat.S_IMODE(os.stat(work).st_mode)
+
+    assert {"best/model.safetensors", "best/catalog.safetensors", "best/README.md",
+            "checkpoints/latest/optimizer.safetensors"} <= set(modes)
+    folders = {p for p in modes if os.path.isdir(os.path.join(work, p))}
+    assert not [p for p in folders if modes[p] & 0o050 != 0o050], "folders the group cannot list and enter"
+    assert not [p for p in set(modes) - folders if not modes[p] & 0o040], "files the group cannot read"
+    assert not [p for p, mode in modes.items() if mode & 0o002], "world-writable"
+
+
 def test_item_biases_start_at_the_log_frequency_of_the_training_windows_targets(world, trained):
     lake, ds = world["lake"], world["ds"]
     features = lake.read("item_features").toPandas().sort_values("item_index")
@@ -189,8 +226,6 @@ def test_a_run_killed_after_a_checkpoint_resumes_and_finishes(world, tmp_path):
     plan = prepare_training(world["lake"], world["ds"], config)
     latest = os.path.join(plan.work_dir, "checkpoints", "latest", "state.json")
     code = f"import json, sys; from recllm.training.loop import TrainingPlan, train_fn; train_fn(TrainingPlan(**json.load(open({str(tmp_path / 'plan.json')!r}))))"
-    import json
-
     (tmp_path / "plan.json").write_text(json.dumps(asdict(plan)))
     proc = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "WORLD_SIZE": "1", "RANK": "0"})
     deadline = time.time() + 120

@@ -41,10 +41,11 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from recllm.evaluation.metrics import ndcg_at_k, recall_at_k
+from recllm.model.shared_files import save_file
 
 log = logging.getLogger(__name__)
 

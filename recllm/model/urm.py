@@ -32,11 +32,12 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, load_model, save_file, save_model
+from safetensors.torch import load_file, load_model
 from torch import nn
 from transformers import AutoConfig, AutoModel, PreTrainedTokenizerBase
 
 from recllm.config import ModelConfig
+from recllm.model.shared_files import save_file, save_model, share_with_group
 from recllm.model.tokens import ITEM_SLOT, LM_TOKEN, QUERY_TOKEN
 
 _DEFAULTS = ModelConfig()
@@ -547,7 +548,7 @@ class URM(nn.Module):
 
     def save_pretrained(self, directory: str, tokenizer: PreTrainedTokenizerBase | None = None,
                         catalog: ItemCatalog | None = None) -> None:
-        """One directory: safetensors weights, config, tokenizer and the item catalogue."""
+        """One directory: safetensors weights, config, tokenizer and the item catalogue, readable by the owner's group."""
         os.makedirs(directory, exist_ok=True)
         save_model(self, os.path.join(directory, WEIGHTS))
         with open(os.path.join(directory, CONFIG), "w") as f:
@@ -556,6 +557,7 @@ class URM(nn.Module):
             tokenizer.save_pretrained(directory)
         if catalog is not None:
             catalog.save(directory)
+        share_with_group(directory)  # another service account loads it from shared storage
 
     @classmethod
     def from_pretrained(cls, directory: str, device: str | torch.device = "cpu") -> "URM":

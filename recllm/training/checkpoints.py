@@ -11,8 +11,9 @@ import os
 import shutil
 
 import torch
-from safetensors.torch import load_file, load_model, save_file, save_model
+from safetensors.torch import load_file, load_model
 
+from recllm.model.shared_files import save_file, save_model, share_with_group
 from recllm.model.urm import URM
 
 CHECKPOINT_DIR = "checkpoints"
@@ -20,7 +21,7 @@ LATEST_CHECKPOINT = "latest"
 
 
 def save_checkpoint(work_dir: str, model: URM, optimizer: torch.optim.Optimizer, state: dict) -> None:
-    """Atomically replace the latest checkpoint: weights, optimizer state, progress."""
+    """Atomically replace the latest checkpoint (weights, optimizer state, progress), readable by the owner's group."""
     root = os.path.join(work_dir, CHECKPOINT_DIR)
     tmp = os.path.join(root, f".tmp-{state['step']}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -30,6 +31,7 @@ def save_checkpoint(work_dir: str, model: URM, optimizer: torch.optim.Optimizer,
     save_file(tensors, os.path.join(tmp, "optimizer.safetensors"))
     with open(os.path.join(tmp, "state.json"), "w") as f:
         json.dump({**state, "optimizer_meta": meta}, f)
+    share_with_group(tmp)
     latest = os.path.join(root, LATEST_CHECKPOINT)
     old = os.path.join(root, ".old")
     shutil.rmtree(old, ignore_errors=True)

@@ -5,8 +5,8 @@ builds the tokenizer and the initial model (item biases started at the training 
 frequency, `training_target_counts`) into the version's work folder, and returns a
 `TrainingPlan`, under a version name that a rerun of the same date and settings finds again
 (so it resumes); `run_training` runs `recllm.training.loop.train_fn` on every rank with
-TorchDistributor (rerunning a failed run from its last checkpoint) and registers the URM
-version in `models`.
+TorchDistributor (rerunning a failed run from its last checkpoint), writes the model card,
+opens the folder to the owner's group and registers the URM version in `models`.
 
 Warm starts (`choose_start`, then `prepare_training(..., start=...)`): the initial model is
 the newest earlier model (its tokenizer kept, its ID embedding grown by a fresh row per item
@@ -36,7 +36,9 @@ from recllm.model.inference import Scorer
 from recllm.model.tokens import neutralize
 from recllm.model.urm import ITEM_INDEX, URM, ItemCatalog, ItemFusion, URMConfig, control_token_ids, load_tokenizer
 from recllm.pipeline.prompts import TRAIN, VALID
-from recllm.registry import ModelNotFoundError, newest_model_before, register_model, resolve_model
+from recllm.model.shared_files import share_with_group
+from recllm.registry import ModelNotFoundError, model_row, newest_model_before, register_row, resolve_model
+from recllm.training.model_card import write_model_card
 from recllm.training.loop import BEST_DIR, INITIAL_DIR, TrainingPlan, train_fn
 from schemas import ITEM_FEATURES, ITEMS, PROMPTS
 
@@ -329,8 +331,10 @@ def run_training(lake: Lake, ds: str, config, num_processes: int | None = None, 
     With `id_only` it trains the SASRec-style expert baseline instead, which is not registered.
     `start` (from `choose_start`; None: cold) may warm-start from a registered model, whose
     version the new row's `parent_version` names.
+    The model's folder gets a model card (`README.md`, `recllm.training.model_card`) and the whole
+    work folder is opened to the owner's group (`share_with_group`) before the row is registered.
     Returns the ranks' summary plus `model_version`, `path` (the best weights' folder),
-    `parent_version` (None when cold) and `start_reason`.
+    `parent_version` (None when cold), `start_reason` and `objectives` (training examples per objective).
     """
     from pyspark.ml.torch.distributor import TorchDistributor
 
@@ -345,10 +349,25 @@ def run_training(lake: Lake, ds: str, config, num_processes: int | None = None, 
     result = run_with_retries(lambda: distributor.run(train_fn, plan), config.train.max_attempts)
     result = {**result, "parent_version": start.parent_version, "start_reason": start.reason}
     path = os.path.join(plan.work_dir, BEST_DIR)
-    if not id_only:
-        write_item_index(path, config.score)
-        register_model(lake, ds, config, plan.model_version, path, result, parent_version=start.parent_version)
+    if id_only:
+        share_with_group(plan.work_dir)
+        return {**result, "model_version": plan.model_version, "path": path}
+    write_item_index(path, config.score)
+    data_start_ds, result["objectives"] = training_window(lake, ds)
+    row = model_row(ds, config, plan.model_version, path, result, start.parent_version, data_start_ds)
+    write_model_card(path, row, result.get("history"))
+    share_with_group(plan.work_dir)  # before the row tells others where to load it from
+    register_row(lake, row)
     return {**result, "model_version": plan.model_version, "path": path}
+
+
+def training_window(lake: Lake, ds: str) -> tuple[str | None, dict[str, int]]:
+    """The first date of `ds`'s training examples (their events' times, UTC) and how many there are per
+    objective: the data window and objectives a `models` row and the model card record."""
+    rows = (lake.read(PROMPTS.name, ds=ds).where(F.col("split") == TRAIN).groupBy("objective")
+            .agg(F.count(F.lit(1)).alias("n"), F.min("cutoff_ts").alias("first")).collect())
+    firsts = [r["first"] for r in rows if r["first"] is not None]
+    return (min(firsts).date().isoformat() if firsts else None), {r["objective"]: int(r["n"]) for r in rows}
 
 
 def write_item_index(model_dir: str, score_config) -> bool:
