@@ -100,7 +100,7 @@ def test_a_saved_index_takes_the_items_new_since_and_one_for_other_items_is_rebu
 def test_an_index_saved_half_way_is_not_used(tokenizer, tmp_path):
     scorer, _ = vector_scorer(tokenizer, 300)
     ItemIndex.build(lambda i: scorer.item_keys(i), scorer.catalog.item_ids).save(str(tmp_path))
-    (tmp_path / "item_index.json").unlink()
+    (tmp_path / "item_index_meta.json").unlink()
     assert ItemIndex.load(str(tmp_path)) is None
     with pytest.raises(ValueError, match="empty catalogue"):
         ItemIndex.build(lambda i: scorer.item_keys(i), [])
@@ -118,6 +118,7 @@ def test_training_writes_the_item_index_beside_the_model_only_when_scoring_will_
     assert write_item_index(str(tmp_path), ScoreConfig(top_k_method="ann"))
     saved = ItemIndex.load(str(tmp_path))
     assert saved.n_items == len(tiny_catalog()) and saved.holds_prefix_of(tiny_catalog().item_ids)
+    assert ItemCatalog.load(str(tmp_path)).item_ids == tiny_catalog().item_ids  # the index keeps its own files
 
 
 def test_a_user_who_excludes_thousands_of_items_still_gets_k_and_the_block_stays_bounded(tokenizer, monkeypatch):

@@ -39,7 +39,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 INDEX_FILE = "item_index.faiss"
-META_FILE = "item_index.json"
+META_FILE = "item_index_meta.json"
 POINTS_PER_LIST = 40  # k-means training points per list (faiss asks for at least 39)
 ADD_CHUNK = 262144  # items transformed and added at a time, so the build never holds a second catalogue copy
 

@@ -72,7 +72,7 @@ def model_card(row: dict, history: list[dict] | None = None) -> str:
               "",
               "`model.safetensors` (weights), `urm_config.json` (shape), tokenizer files, `catalog.safetensors` and "
               "`item_index.json` (the item catalogue it trained with, by stable item index), and for large catalogues "
-              "`item_index.faiss` with its metadata (the approximate top-K index).",
+              "`item_index.faiss` with `item_index_meta.json` (the approximate top-K index).",
               "",
               "## Configuration",
               "",
