@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test test-fast bench bench-train bench-scale clean-lake
+.PHONY: install demo test test-fast bench bench-train bench-scale clean-lake notebooks
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,10 @@ bench-train: $(STAMP)
 # Its last lines: `ann recall@50 at 10M: X` and `ann speedup at 10M: Y` (about 17 minutes on 2 cores).
 bench-scale: $(STAMP)
 	$(PY) scripts/bench_scale.py
+
+# The notebooks saved with their outputs, rerun on the demo's lake (`make demo` first); tests/test_notebooks.py checks they are current.
+notebooks: $(STAMP)
+	$(PY) scripts/refresh_notebooks.py
 
 clean-lake:
 	rm -rf lake spark-warehouse

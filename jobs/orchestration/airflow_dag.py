@@ -13,7 +13,7 @@ import datetime as dt
 from airflow import DAG
 from airflow.operators.bash import BashOperator
 
-STEPS = ("ingest", "features", "prompts", "train", "score", "evaluate")
+STEPS = ("ingest", "features", "prompts", "train", "score", "evaluate", "report")  # report: the night's HTML, last
 
 with DAG(
     dag_id="recllm_nightly",
