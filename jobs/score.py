@@ -2,7 +2,8 @@
 
     python -m jobs.score --ds 2026-01-03 --config jobs/conf/default.yaml [--model-version V]
 
-The model version defaults to `score.model_version` (`latest`: the newest in `models`). On a
+The model version defaults to `score.model_version` (`latest`: the newest in `models`;
+`champion`: the version holding MLflow's alias, which evaluation moves, `recllm.tracking`). On a
 night with no model registered yet (a first night: nothing trained) it logs "no model yet:
 skipped" and exits 0, writing nothing. An unknown version fails naming the known ones,
 before anything is written. A day without inference prompts writes empty partitions and
@@ -25,7 +26,7 @@ def main(args: argparse.Namespace) -> None:
     from recllm.scoring.stage import run_scoring
 
     config, lake = open_lake(args)
-    if resolve_model_if_any(lake, args.model_version or config.score.model_version) is None:
+    if resolve_model_if_any(lake, args.model_version or config.score.model_version, config) is None:
         log.info("score ds=%s: no model yet: skipped (nothing is registered in models until training has run)",
                  args.ds)
         return
@@ -42,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = parser(__doc__.splitlines()[0], job="score")
     p.add_argument("--model-version", default=None,
                    help="registered model version to score with (default: score.model_version in the config; "
-                   "latest: the newest in models)")
+                   "latest: the newest in models; champion: the version holding MLflow's alias champion)")
     return p
 
 

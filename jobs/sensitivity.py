@@ -20,7 +20,7 @@ def main(args: argparse.Namespace) -> None:
     from recllm.registry import resolve_model
 
     config, lake = open_lake(args)
-    model = resolve_model(lake, args.model_version or config.score.model_version)
+    model = resolve_model(lake, args.model_version or config.score.model_version, config)
     frame = prompt_sensitivity(lake, args.ds, model.path, args.objective, args.instruction, config.prompts,
                                k=args.k, split=args.split)
     print(f"\nprompt sensitivity, ds={args.ds}, objective {args.objective}, model {model.version}\n")

@@ -156,12 +156,22 @@ class EvaluateConfig:
     expert_epochs: int = 100  # its most epochs; early stopping on validation NDCG@10 usually ends it sooner
     expert_objective: str = "click"  # the sequence it learns to continue (like: rated 4+ for rating-only data)
     mask_history: bool = False  # rank without each test row's history items (RecBole's full-sort protocol)
+    primary_objective: str = "click"  # the model becomes MLflow's `champion` when it beats popularity's recall@10 on it
 
 
 @dataclass
 class NightlyConfig:
     retrain_every_days: int = 1  # train when the latest model is this many days old (1: every night)
     cold_retrain_every_days: int = 7  # with train.warm_start, train cold when the last cold model is this old (0: never)
+
+
+@dataclass
+class MlflowConfig:
+    enabled: bool = True  # false: no run is logged, no version registered, nothing imports MLflow
+    tracking_uri: str | None = None  # None: sqlite:///<the lake's parent folder>/mlflow.db, artifacts in mlflow-artifacts/ beside it
+    registry_uri: str | None = None  # None: the tracking store's; databricks-uc: Unity Catalog
+    experiment: str = "recllm"  # experiment the training runs are logged under
+    registered_model_name: str = "recllm"  # the registered model; in Unity Catalog a three-part name, e.g. main.recllm.urm
 
 
 @dataclass
@@ -176,6 +186,7 @@ class RecllmConfig:
     score: ScoreConfig = field(default_factory=ScoreConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     nightly: NightlyConfig = field(default_factory=NightlyConfig)
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
 
 
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -256,9 +267,10 @@ POSITIVE = ("model.initializer_range", "model.init_scale", "train.lr", "train.wa
 NON_EMPTY = (
     "lake.root", "spark.master", "spark.app_name", "spark.driver_memory", "features.text_encoder",
     "prompts.template", "prompts.template_version", "model.backbone", "train.model_root", "score.model_version",
-    "score.cold_objective", "score.work_root", "evaluate.expert_objective",
+    "score.cold_objective", "score.work_root", "evaluate.expert_objective", "evaluate.primary_objective",
+    "mlflow.tracking_uri", "mlflow.registry_uri", "mlflow.experiment", "mlflow.registered_model_name",
 )
-"""Text keys that must hold something besides spaces."""
+"""Text keys that must hold something besides spaces (where they may be null, when they are not)."""
 
 ORDERED = (("ingest.rating_min", "ingest.rating_max"), ("ingest.age_min", "ingest.age_max"))
 """Pairs (low, high) where low must not exceed high."""
@@ -283,7 +295,7 @@ def check_section(section, name: str) -> None:
             raise ConfigError(f"{key} must be at most {MAXIMUMS[key]}, got {value!r}")
         if key in POSITIVE and not value > 0:
             raise ConfigError(f"{key} must be greater than 0, got {value!r}")
-        if key in NON_EMPTY and not value.strip():
+        if key in NON_EMPTY and value is not None and not value.strip():
             raise ConfigError(f"{key} must not be empty")
         if key in DATES and not is_calendar_date(value):
             raise ConfigError(f"{key} must be a real calendar date as YYYY-MM-DD, got {value!r}")

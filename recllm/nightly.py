@@ -6,6 +6,8 @@ ingest, features, prompts, train (`train_if_due`: when `training_decision` says 
 latest model is reused; warm-started from the newest model when `train.warm_start` and
 `choose_start` allow, cold every `nightly.cold_retrain_every_days`), score and evaluate,
 each the same library call its own job makes, so rerunning a date replaces that date's outputs.
+With `score.model_version: champion`, evaluate runs before score and on the newest model, so
+that a model trained tonight which beats popularity is promoted and scores tonight.
 `functions` carries the executor code the stages run (the jobs build it from `udfs`).
 """
 
@@ -27,7 +29,8 @@ from recllm.lake import Lake
 from recllm.pipeline.features import run_features
 from recllm.pipeline.ingest import run_ingest
 from recllm.pipeline.prompts import TRAIN, VALID, run_prompts
-from recllm.registry import ModelNotFoundError, latest_model_row, resolve_model
+from recllm.registry import (CHAMPION, ModelNotFoundError, latest_model_row, resolve_model, resolve_model_if_any,
+                             version_to_evaluate)
 from recllm.scoring.stage import ScoringFunctions, run_scoring
 from recllm.training.driver import Start, choose_start, run_training
 from schemas import PROMPTS
@@ -118,14 +121,22 @@ def run_nightly(lake: Lake, ds: str, config: RecllmConfig, functions: StageFunct
     step("features", lambda: str(run_features(lake, ds, config.features, functions.embed)))
     step("prompts", lambda: f"{sum(run_prompts(lake, ds, config.prompts).values())} rows")
     step("train", lambda: train_if_due(lake, ds, config).summary(config.train.eval_k))
+    if config.score.model_version == CHAMPION:
+        # evaluate the newest model first: it may take the alias champion that scoring then uses
+        newest = resolve_model_if_any(lake, version_to_evaluate(CHAMPION), config)
+        if newest is None:
+            skip("evaluate", "no model is registered in models yet")
+        else:
+            step("evaluate", lambda: f"{len(run_evaluation(lake, ds, config, newest))} metric rows")
     try:
-        model = resolve_model(lake, config.score.model_version)
+        model = resolve_model(lake, config.score.model_version, config)
     except ModelNotFoundError as e:
         skip("score", str(e))
         return steps
     step("score", lambda: "candidates={0.candidates} ctr_scores={0.ctr_scores} cold_start_fills={0.cold_start_fills}"
          .format(run_scoring(lake, ds, config, functions.scoring, model_version=model.version)))
-    step("evaluate", lambda: f"{len(run_evaluation(lake, ds, config, model))} metric rows")
+    if config.score.model_version != CHAMPION:
+        step("evaluate", lambda: f"{len(run_evaluation(lake, ds, config, model))} metric rows")
     return steps
 
 

@@ -1,7 +1,9 @@
 """The model registry: the `models` table's rows, and resolving a version to its folder.
 
 Training names a version (`recllm.training.driver.model_version_for`) and registers it
-here; scoring, evaluation, the jobs and the notebooks resolve it here.
+here; scoring, evaluation, the jobs and the notebooks resolve it here. `models` is the
+lineage record; each row also names its MLflow version (`recllm.tracking`), through which
+`champion` resolves.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import asdict, dataclass
 
 from pyspark.sql import functions as F
 
+from recllm.config import RecllmConfig
 from recllm.lake import Lake, TableNotFoundError
 from recllm.model.urm import CONFIG, WEIGHTS
 from schemas import MODELS
@@ -22,6 +25,11 @@ log = logging.getLogger(__name__)
 
 LATEST_VERSION = "latest"
 """`score.model_version` / `--model-version` value meaning the newest registered version."""
+
+CHAMPION = "champion"
+"""`score.model_version` / `--model-version` value meaning the version holding MLflow's alias `champion`
+(evaluation promotes a version that beats popularity, `recllm.tracking.promote_champion`)."""
+
 
 class ModelNotFoundError(LookupError):
     """The requested model version is not in `models`, or its folder is missing or incomplete."""
@@ -39,8 +47,9 @@ class ModelRef:
 
 
 def model_row(ds: str, config, version: str, path: str, result: dict, parent_version: str | None = None,
-              data_start_ds: str | None = None) -> dict:
-    """The version's `models` row: its folder, settings, data window, training summary and warm-start parent."""
+              data_start_ds: str | None = None, mlflow_version: str | None = None) -> dict:
+    """The version's `models` row: its folder, settings, data window, training summary, warm-start parent
+    and MLflow version."""
     return {
         "model_version": version,
         "created_at": dt.datetime.now(dt.timezone.utc),
@@ -51,6 +60,7 @@ def model_row(ds: str, config, version: str, path: str, result: dict, parent_ver
         "data_end_ds": ds,
         "metrics_json": json.dumps({k: v for k, v in result.items() if k != "history"}, sort_keys=True),
         "parent_version": parent_version,
+        "mlflow_version": mlflow_version,
     }
 
 
@@ -132,16 +142,39 @@ def newest_model_before(lake: Lake, ds: str, cold_only: bool = False):
     return rows.orderBy(F.desc("ds"), F.desc("created_at"), F.desc("model_version")).first()
 
 
-def resolve_model_if_any(lake: Lake, version: str = LATEST_VERSION) -> ModelRef | None:
+def version_to_evaluate(score_version: str) -> str:
+    """The version evaluation judges when none is named: `score.model_version`, but the newest under `champion`
+    (the candidate for promotion: the champion already beat popularity)."""
+    return LATEST_VERSION if score_version == CHAMPION else score_version
+
+
+def resolve_model_if_any(lake: Lake, version: str = LATEST_VERSION, config: RecllmConfig | None = None) -> ModelRef | None:
     """`resolve_model`, or None when the newest version is asked for and none is registered yet (a first
     night: a scheduled job skips); a named version that is not there still fails."""
     if version == LATEST_VERSION and latest_model_row(lake) is None:
         return None
-    return resolve_model(lake, version)
+    return resolve_model(lake, version, config)
 
 
-def resolve_model(lake: Lake, version: str = LATEST_VERSION) -> ModelRef:
-    """The version's registry row and saved config; ModelNotFoundError names the known versions."""
+def mlflow_version_of(lake: Lake, version: str) -> str | None:
+    """The MLflow version a `models` row names (None: not registered in MLflow, or an older table)."""
+    if not lake.exists(MODELS.name):
+        return None
+    rows = lake.read(MODELS.name).where(F.col("model_version") == version)
+    if "mlflow_version" not in rows.columns:
+        return None
+    row = rows.select("mlflow_version").first()
+    return None if row is None else row.mlflow_version
+
+
+def resolve_model(lake: Lake, version: str = LATEST_VERSION, config: RecllmConfig | None = None) -> ModelRef:
+    """The version's registry row and saved config; ModelNotFoundError names the known versions.
+
+    `champion` resolves through MLflow (`config.mlflow`; None: the defaults, a store beside the lake): the
+    alias's model version, whose tag names the `models` row.
+    """
+    if version == CHAMPION:
+        version = champion_version(lake, config)
     try:
         models = lake.read(MODELS.name).select("model_version", "created_at", "path").toPandas()
     except TableNotFoundError:
@@ -165,3 +198,14 @@ def resolve_model(lake: Lake, version: str = LATEST_VERSION) -> ModelRef:
         saved = json.load(f)
     return ModelRef(str(row["model_version"]), path, int(saved["n_items_trained"]), int(saved.get("text_dim", 384)),
                     int(saved.get("image_dim", 0)))
+
+
+def champion_version(lake: Lake, config: RecllmConfig | None = None) -> str:
+    """The recllm version holding MLflow's alias `champion` (`recllm.tracking.champion_model_version`)."""
+    config = config or RecllmConfig()
+    if not config.mlflow.enabled:
+        raise ModelNotFoundError(f"model version {CHAMPION!r} resolves through MLflow's registry, "
+                                 "which mlflow.enabled: false turns off")
+    from recllm.tracking import champion_model_version
+
+    return champion_model_version(lake.root, config.mlflow, config.evaluate.primary_objective)

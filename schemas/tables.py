@@ -205,6 +205,8 @@ MODELS = TableSchema(
         Column("data_end_ds", S, False, "last run date of the training data window"),
         Column("metrics_json", S, True, "validation metrics as JSON"),
         Column("parent_version", S, True, "version a warm start continued from; null for a cold start"),
+        Column("mlflow_version", S, True, "its version of the MLflow registered model (mlflow.registered_model_name); "
+               "null when MLflow is off"),
     ),
     keys=("model_version",),
 )

@@ -36,7 +36,7 @@ from recllm.evaluation.sasrec import SASRec, SASRecConfig, fit, load_item_ids, u
 from recllm.lake import Lake
 from recllm.model.inference import Scorer
 from recllm.model.urm import ItemCatalog
-from recllm.registry import ModelRef
+from recllm.registry import ModelRef, mlflow_version_of
 from schemas import ITEM_FEATURES, ITEMS, METRICS, PROMPTS
 
 log = logging.getLogger(__name__)
@@ -233,11 +233,17 @@ def train_expert(lake: Lake, ds: str, config) -> dict:
 def run_evaluation(lake: Lake, ds: str, config, model: ModelRef) -> pd.DataFrame:
     """The evaluate stage: train the ID-only expert on the same split (when `evaluate.id_only_expert`),
     evaluate `model` and every baseline (history masked when `evaluate.mask_history`), and replace
-    partition `ds` of `metrics`; returns its rows."""
+    partition `ds` of `metrics`; returns its rows. With `mlflow.enabled`, the model's MLflow version
+    then becomes `champion` if it beats popularity on `evaluate.primary_objective`
+    (`recllm.tracking.promote_champion`)."""
     expert_dir = train_expert(lake, ds, config)["path"] if config.evaluate.id_only_expert else None
     frame = evaluate(lake, ds, model.path, model.version, config.score.batch_size, expert_dir,
                      mask_history=config.evaluate.mask_history)
     write_metrics(lake, frame, ds)
+    if config.mlflow.enabled:
+        from recllm.tracking import promote_champion
+
+        promote_champion(lake.root, config, model.version, mlflow_version_of(lake, model.version), frame)
     return frame
 
 

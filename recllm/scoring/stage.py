@@ -217,7 +217,7 @@ def run_scoring(lake: Lake, ds: str, config: RecllmConfig, functions: ScoringFun
     """Score day `ds` with a model version (default `score.model_version`) and write the three tables."""
     sc, pc = config.score, config.prompts
     check_score_config(sc, pc)
-    model = resolve_model(lake, model_version or sc.model_version)
+    model = resolve_model(lake, model_version or sc.model_version, config)
     log.info("score ds=%s with model %s (%s)", ds, model.version, model.path)
 
     infer = infer_prompts(lake, ds).select("objective", "user_id", "prompt_text", "history_item_ids")

@@ -6,7 +6,8 @@ frequency, `training_target_counts`) into the version's work folder, and returns
 `TrainingPlan`, under a version name that a rerun of the same date and settings finds again
 (so it resumes); `run_training` runs `recllm.training.loop.train_fn` on every rank with
 TorchDistributor (rerunning a failed run from its last checkpoint), writes the model card,
-opens the folder to the owner's group and registers the URM version in `models`.
+opens the folder to the owner's group, logs the run and registers a version in MLflow
+(`recllm.tracking`, unless `mlflow.enabled` is false) and registers the URM version in `models`.
 
 Warm starts (`choose_start`, then `prepare_training(..., start=...)`): the initial model is
 the newest earlier model (its tokenizer kept, its ID embedding grown by a fresh row per item
@@ -333,6 +334,8 @@ def run_training(lake: Lake, ds: str, config, num_processes: int | None = None, 
     version the new row's `parent_version` names.
     The model's folder gets a model card (`README.md`, `recllm.training.model_card`) and the whole
     work folder is opened to the owner's group (`share_with_group`) before the row is registered.
+    With `mlflow.enabled` the run is logged to MLflow and registered as a model version there
+    (`recllm.tracking.log_training_run`) first, and the row names that version.
     Returns the ranks' summary plus `model_version`, `path` (the best weights' folder),
     `parent_version` (None when cold), `start_reason` and `objectives` (training examples per objective).
     """
@@ -357,6 +360,10 @@ def run_training(lake: Lake, ds: str, config, num_processes: int | None = None, 
     row = model_row(ds, config, plan.model_version, path, result, start.parent_version, data_start_ds)
     write_model_card(path, row, result.get("history"))
     share_with_group(plan.work_dir)  # before the row tells others where to load it from
+    if config.mlflow.enabled:
+        from recllm.tracking import log_training_run
+
+        row["mlflow_version"] = log_training_run(lake.root, config, row, result, path)
     register_row(lake, row)
     return {**result, "model_version": plan.model_version, "path": path}
 
