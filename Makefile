@@ -5,7 +5,12 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test test-fast bench bench-train bench-scale clean-lake notebooks
+.PHONY: install airflow-venv demo test test-fast bench bench-train bench-scale clean-lake notebooks
+
+# Airflow lives in its own environment (.venv-airflow): the tests load the DAG with it and dag.test() a night.
+AIRFLOW_VENV  ?= .venv-airflow
+AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed-stamp
+export RECLLM_AIRFLOW_PYTHON := $(abspath $(AIRFLOW_VENV))/bin/python
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,14 +20,22 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+$(AIRFLOW_STAMP): jobs/orchestration/requirements-airflow.txt
+	test -x $(AIRFLOW_VENV)/bin/python || $(PYTHON) -m venv $(AIRFLOW_VENV)
+	$(AIRFLOW_VENV)/bin/python -m pip install -q --upgrade pip
+	$(AIRFLOW_VENV)/bin/python -m pip install -q -r jobs/orchestration/requirements-airflow.txt
+	touch $(AIRFLOW_STAMP)
+
+airflow-venv: $(AIRFLOW_STAMP)
+
 demo: $(STAMP)
 	$(PY) -m jobs.demo --config jobs/conf/default.yaml
 
-test: $(STAMP)
+test: $(STAMP) $(AIRFLOW_STAMP)
 	$(PY) -m pytest tests
 
 # The inner loop: everything but the demo, the cluster and the other slow tests.
-test-fast: $(STAMP)
+test-fast: $(STAMP) $(AIRFLOW_STAMP)
 	$(PY) -m pytest tests -m "not slow and not cluster"
 
 bench: $(STAMP)

@@ -12,7 +12,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
-JOBS = ("land", "ingest", "features", "prompts", "train", "score", "evaluate", "report", "nightly", "demo", "benchmark", "sensitivity", "sql")
+JOBS = ("land", "landed", "ingest", "features", "prompts", "train", "score", "evaluate", "report", "nightly", "demo", "benchmark", "sensitivity", "sql")
 
 
 def describe(job: str) -> str:

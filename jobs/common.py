@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import logging
 import os
 import sys
@@ -27,10 +28,21 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 class JobArgumentParser(argparse.ArgumentParser):
-    """argparse that answers a bad argument in one line (no usage block), exit status 2."""
+    """argparse that answers a bad argument in one line (no usage block), exit status 2; resolves the run date
+    (`--ds`, else the day before `--day-before`) into `args.ds`."""
+
+    ds_required: bool = False
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message}\n")
+
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, extras = super().parse_known_args(args, namespace)
+        if hasattr(namespace, "day_before"):
+            namespace.ds = run_date(namespace.ds, namespace.day_before)
+            if namespace.ds is None and self.ds_required:
+                self.error("the run date is required: --ds YYYY-MM-DD or --day-before YYYY-MM-DD")
+        return namespace, extras
 
 
 def parser(
@@ -41,8 +53,13 @@ def parser(
     optional --ds defaults to."""
     p = JobArgumentParser(prog=f"recllm {job}" if job else None, description=description)
     if needs_ds is not None:
-        ds_said = "run date (required)" if needs_ds else (ds_help or "run date (optional)")
-        p.add_argument("--ds", required=needs_ds, type=_ds, metavar="YYYY-MM-DD", help=ds_said)
+        p.ds_required = bool(needs_ds)
+        ds_said = "run date (required, or --day-before)" if needs_ds else (ds_help or "run date (optional)")
+        p.add_argument("--ds", type=_ds_or_unset, metavar="YYYY-MM-DD",
+                       help=f"{ds_said}; an empty value counts as not given")
+        p.add_argument("--day-before", type=_ds, metavar="YYYY-MM-DD",
+                       help="a scheduler's trigger date: the run date is the day before it, the day the nightly "
+                       "schedule's data interval covers; a non-empty --ds takes precedence (default: none)")
     p.add_argument("--config", default=None, type=existing_file, metavar="FILE",
                    help="YAML config file (default: the embedded default config)")
     p.add_argument("--log-level", default="INFO", type=str.upper, choices=LOG_LEVELS,
@@ -92,6 +109,23 @@ def _ds(value: str) -> str:
         return check_ds(value)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _ds_or_unset(value: str) -> str | None:
+    """`--ds`: a date as `_ds` checks it, or empty for not given (a scheduler's unset parameter)."""
+    return None if value == "" else _ds(value)
+
+
+def run_date(ds: str | None, day_before: str | None) -> str | None:
+    """The one run-date rule: `ds` when given, else the day before `day_before` (a trigger date), else None.
+
+    A nightly schedule triggered on day T processes day T - 1, the day its data interval covers: Airflow passes
+    `--ds {{ data_interval_start | ds }}`, Databricks `--day-before {{job.trigger.time.iso_date}}`."""
+    if ds:
+        return ds
+    if day_before:
+        return (dt.date.fromisoformat(day_before) - dt.timedelta(days=1)).isoformat()
+    return None
 
 
 def open_lake(args: argparse.Namespace, config: RecllmConfig | None = None) -> tuple[RecllmConfig, Lake]:

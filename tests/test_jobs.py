@@ -111,29 +111,6 @@ def test_a_malformed_config_fails_with_exit_1_naming_the_key(tmp_path, caplog):
     assert "lake.rooot" in caplog.text
 
 
-def test_the_airflow_dag_and_databricks_job_call_exactly_the_entry_points_with_the_run_date():
-    import ast
-    import importlib
-    import json
-    from pathlib import Path
-
-    from jobs.cli import JOBS
-
-    root = Path(__file__).resolve().parents[1] / "jobs" / "orchestration"
-    dag = ast.parse((root / "airflow_dag.py").read_text())
-    steps = next(ast.literal_eval(n.value) for n in ast.walk(dag)
-                 if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "STEPS")
-    command = next(n for n in ast.walk(dag) if isinstance(n, ast.keyword) and n.arg == "bash_command")
-    template = "".join(v.value for v in command.value.values if isinstance(v, ast.Constant))
-    assert "python -m jobs." in template and "--ds {{ ds }}" in template
-    databricks = json.loads((root / "databricks_job.json").read_text())
-    tasks = [(t["task_key"], t["python_wheel_task"]["parameters"]) for t in databricks["tasks"]]
-    assert [k for k, _ in tasks] == list(steps)
-    for step, params in tasks:
-        assert step in JOBS and params[:3] == [step, "--ds", "{{job.parameters.ds}}"]
-        assert callable(importlib.import_module(f"jobs.{step}").cli)
-
-
 def test_scoring_the_demo_through_the_item_index_writes_the_tables_exact_scoring_writes(small_demo, tmp_path):
     """The demo's last day scored again, at K=50, on a copy of its lake: exact, then with score.top_k_method ann."""
     import shutil
