@@ -15,32 +15,13 @@ Progress goes to stderr, the results to stdout; the last line is `auc on 1M rows
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 
 import numpy as np
 
+from bench_scoring import log, median_time
 from recllm.evaluation.metrics import auc, gauc
-
-_T0 = time.perf_counter()
-
-
-def log(msg: str) -> None:
-    print(f"[bench {time.perf_counter() - _T0:7.1f}s] {msg}", file=sys.stderr, flush=True)
-
-
-def median_time(fn, repeats: int, warmup: int = 1) -> tuple[float, object]:
-    """Median wall seconds of fn() over `repeats` runs after `warmup` untimed ones; and the last result."""
-    result = None
-    for _ in range(warmup):
-        result = fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times), result
 
 
 def once(fn) -> tuple[float, object]:

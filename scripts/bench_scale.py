@@ -42,30 +42,12 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
+from bench_scoring import _reset_peak_rss, _ScoreHead, _status_mb, log
 from recllm.config import RecllmConfig
 from recllm.model.urm import URM
 
-_T0 = time.perf_counter()
 K = 50
 SCALE = 20.0
-
-
-def log(msg: str) -> None:
-    print(f"[bench {time.perf_counter() - _T0:7.1f}s] {msg}", file=sys.stderr, flush=True)
-
-
-def _status_mb(key: str) -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def _reset_peak_rss() -> None:
-    """Linux: make VmHWM (peak RSS) restart from the current RSS."""
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
 
 
 def _peak_above(fn):
@@ -87,20 +69,17 @@ def _threads(n: int) -> None:
 # -- (a) top-K ----------------------------------------------------------------------------------
 
 
-class _VectorHead(torch.nn.Module):
+class _VectorHead(_ScoreHead):
     """The URM's scoring head (scale, item bias) over synthetic item vectors; its scoring methods are the URM's."""
 
     def __init__(self, bias: torch.Tensor, query_tokens: int, dim: int):
-        super().__init__()
-        self.log_scale = torch.nn.Parameter(torch.tensor(float(np.log(SCALE))))
-        self.retrieval_prior = None
+        super().__init__(SCALE)
         self.item_bias = torch.nn.Embedding(len(bias), 1)
         with torch.no_grad():
             self.item_bias.weight[:, 0] = bias
         self.config = SimpleNamespace(n_items_trained=len(bias), n_query_tokens=query_tokens, out_dim=dim)
 
-    similarity, scores, bias_of = URM.similarity, URM.scores, URM.bias_of
-    query_keys, item_keys = URM.query_keys, URM.item_keys
+    bias_of, query_keys, item_keys = URM.bias_of, URM.query_keys, URM.item_keys
 
 
 def topk_worker(n_items: int, recall_users: int, speed_users: int, repeats: int, nprobe: int) -> dict:

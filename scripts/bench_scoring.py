@@ -112,9 +112,9 @@ def _reset_peak_rss() -> None:
 class _ScoreHead(torch.nn.Module):
     """Just the scoring head of a URM (scale and max over query vectors), for synthetic item vectors."""
 
-    def __init__(self):
+    def __init__(self, scale: float = 20.0):
         super().__init__()
-        self.log_scale = torch.nn.Parameter(torch.tensor(float(np.log(20.0))))
+        self.log_scale = torch.nn.Parameter(torch.tensor(float(np.log(scale))))
         self.retrieval_prior = self.item_bias = None
 
     similarity = URM.similarity
