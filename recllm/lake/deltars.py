@@ -89,7 +89,7 @@ class DeltaRsLake(Lake, backend="deltars"):
         if table.metadata().description != contract.doc:
             table.alter.set_table_description(contract.doc)
         for column in stale:
-            self._table(contract.name).alter.set_column_metadata(column.name, {"comment": column.doc})
+            table.alter.set_column_metadata(column.name, {"comment": column.doc})
         if stale:
             log.info("%s: %d column comments brought up to the contract", contract.name, len(stale))
         self._documented.add(contract.name)
