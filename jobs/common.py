@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import logging
 import os
 import sys
@@ -13,7 +12,7 @@ from typing import Callable
 from typing import TYPE_CHECKING
 
 from recllm.config import ConfigError, load_config
-from recllm.lake.base import check_ds
+from recllm.lake.base import check_ds, run_date
 
 if TYPE_CHECKING:  # the heavy modules (torch, Spark) load only once the arguments are checked
     from recllm.config import RecllmConfig
@@ -114,18 +113,6 @@ def _ds(value: str) -> str:
 def _ds_or_unset(value: str) -> str | None:
     """`--ds`: a date as `_ds` checks it, or empty for not given (a scheduler's unset parameter)."""
     return None if value == "" else _ds(value)
-
-
-def run_date(ds: str | None, day_before: str | None) -> str | None:
-    """The one run-date rule: `ds` when given, else the day before `day_before` (a trigger date), else None.
-
-    A nightly schedule triggered on day T processes day T - 1, the day its data interval covers: Airflow passes
-    `--ds {{ data_interval_start | ds }}`, Databricks `--day-before {{job.trigger.time.iso_date}}`."""
-    if ds:
-        return ds
-    if day_before:
-        return (dt.date.fromisoformat(day_before) - dt.timedelta(days=1)).isoformat()
-    return None
 
 
 def open_lake(args: argparse.Namespace, config: RecllmConfig | None = None) -> tuple[RecllmConfig, Lake]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import re
@@ -36,6 +37,18 @@ def check_ds(ds: str) -> str:
     if not is_calendar_date(ds):
         raise ValueError(f"ds must be a real calendar date as YYYY-MM-DD, got {ds!r}")
     return ds
+
+
+def run_date(ds: str | None, day_before: str | None) -> str | None:
+    """The one run-date rule: `ds` when given, else the day before `day_before` (a trigger date), else None.
+
+    A nightly schedule triggered on day T processes day T - 1, the day its data interval covers: Airflow passes
+    `--ds {{ data_interval_start | ds }}`, Databricks `--day-before {{job.trigger.time.iso_date}}`."""
+    if ds:
+        return ds
+    if day_before:
+        return (dt.date.fromisoformat(day_before) - dt.timedelta(days=1)).isoformat()
+    return None
 
 
 def check_identifier(name: str, what: str = "identifier") -> str:
