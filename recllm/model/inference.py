@@ -20,6 +20,7 @@ from functools import cached_property
 import numpy as np
 import torch
 
+from recllm.config import ScoreConfig
 from recllm.model.batching import Collator
 from recllm.model.item_index import ItemIndex
 from recllm.model.urm import URM, ItemCatalog, load_tokenizer
@@ -40,7 +41,7 @@ class Scorer:
     item_vectors: torch.Tensor  # [N, D], cached once per catalogue
     device: torch.device
     item_index: ItemIndex | None = None  # attached: top_k is approximate (see `attach_index`)
-    nprobe: int = 32  # index lists scanned per query vector
+    nprobe: int = ScoreConfig.ann_nprobe  # index lists scanned per query vector
 
     @cached_property
     def index(self) -> dict[str, int]:
