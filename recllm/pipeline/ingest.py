@@ -43,6 +43,12 @@ REASONS = (
 )
 """Every reason a row can be quarantined with."""
 
+NUMBER = r"\A\s*[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?\s*\z|\A\s*(?i:[+-]?(nan|inf|infinity))\s*\z"
+"""A number as upstream writes one (ASCII digits, optional sign, point and exponent; NaN and Infinity spelled
+out, for the range rules to judge); anything else, hex, "1,5", full-width digits or a NUL, is bad_type."""
+CONTROL_CHARACTER = r"[\x00-\x08\x0e-\x1f\x7f]"
+"""A control character other than white space: no timestamp holds one (Spark's cast would drop a NUL)."""
+
 
 @dataclass
 class TableCounts:
@@ -97,13 +103,6 @@ def _before(ts: Column, earliest: str) -> Column:
     """Before `ingest.earliest_ts`: epoch 0, year 1 and the like, which no shop logged (and year 1 breaks
     `collect()`/`toPandas()` of a partition that holds it)."""
     return ts < F.to_timestamp(F.lit(earliest))
-
-
-NUMBER = r"\A\s*[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?\s*\z|\A\s*(?i:[+-]?(nan|inf|infinity))\s*\z"
-"""A number as upstream writes one (ASCII digits, optional sign, point and exponent; NaN and Infinity spelled
-out, for the range rules to judge); anything else, hex, "1,5", full-width digits or a NUL, is bad_type."""
-CONTROL_CHARACTER = r"[\x00-\x08\x0e-\x1f\x7f]"
-"""A control character other than white space: no timestamp holds one (Spark's cast would drop a NUL)."""
 
 
 def _number(c: Column, spark_type: str) -> Column:
