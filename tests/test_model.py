@@ -227,6 +227,24 @@ def test_the_item_bias_starts_at_the_training_targets_log_frequency_and_leaves_u
                            model.scores(users, w, everything))
 
 
+def test_the_ctr_item_offset_starts_at_zero_moves_only_the_click_logit_and_leaves_new_items_at_zero(tokenizer, tmp_path):
+    plain, model = tiny_model(tokenizer).eval(), tiny_model(tokenizer, ctr_item_bias=True).eval()
+    catalog = tiny_catalog()
+    shown = torch.tensor([0, 1, N_ITEMS - 1])  # the last item is beyond n_items_trained: new since training
+    with torch.no_grad():
+        users, _ = model.encode(batch_of(model, tokenizer), catalog)
+        w = model.item_vectors(catalog)
+        assert torch.equal(model.click_probability(users, w[shown], index=shown), plain.click_probability(users, w[shown]))
+        model.ctr_item_offset.weight.fill_(2.0)
+        p = model.click_probability(users, w[shown], index=shown)
+        p_plain = plain.click_probability(users, w[shown])
+        assert torch.equal(model.scores(users, w), plain.scores(users, w))  # retrieval never reads it
+    assert (p[:2] > p_plain[:2]).all() and p[2] == p_plain[2]
+    model.save_pretrained(str(tmp_path / "m"), tokenizer, catalog)
+    with torch.no_grad():
+        assert torch.equal(URM.from_pretrained(str(tmp_path / "m")).click_probability(users, w[shown], index=shown), p)
+
+
 def test_training_loss_falls(tokenizer):
     model = tiny_model(tokenizer).train()
     catalog = tiny_catalog()

@@ -99,6 +99,16 @@ def test_growing_keeps_learned_biases_and_starts_new_items_where_a_cold_retrain_
     assert torch.equal(plain.item_bias.weight[7:], torch.zeros(5, 1))
 
 
+def test_growing_keeps_learned_ctr_item_offsets_and_starts_new_items_at_zero(tokenizer):
+    model = tiny_model(tokenizer, n_items_trained=7, ctr_item_bias=True)
+    with torch.no_grad():
+        model.ctr_item_offset.weight.normal_()
+    learned = model.ctr_item_offset.weight.detach().clone()
+    grown = grow_id_embeddings(model, 12)
+    assert torch.equal(grown.ctr_item_offset.weight[:7], learned)
+    assert torch.equal(grown.ctr_item_offset.weight[7:], torch.zeros(5, 1))
+
+
 def test_a_grown_model_saves_and_loads_with_the_new_shape(tokenizer, tmp_path):
     model = grow_id_embeddings(tiny_model(tokenizer, n_items_trained=7), 12)
     model.save_pretrained(str(tmp_path), tokenizer, tiny_catalog())
@@ -211,8 +221,11 @@ def test_a_warm_plan_starts_from_the_parent_with_its_tokenizer_and_grown_id_rows
     cold_start = torch.where(eligible, logs - logs[eligible].mean(), 0.0)
     assert warm_w[bias].shape[0] == n_today and torch.equal(warm_w[bias][:n_parent], parent_w[bias])
     assert torch.allclose(warm_w[bias][n_parent:, 0], cold_start[n_parent:], atol=1e-6)
+    offset = "ctr_item_offset.weight"  # old items keep their learned click offset; new items start at 0
+    assert torch.equal(warm_w[offset][:n_parent], parent_w[offset])
+    assert torch.equal(warm_w[offset][n_parent:], torch.zeros(n_today - n_parent, 1))
     for name, tensor in parent_w.items():  # every other weight is the parent's
-        if name not in (ID_WEIGHT, bias):
+        if name not in (ID_WEIGHT, bias, offset):
             assert torch.equal(warm_w[name], tensor), name
     assert URM.from_pretrained(initial).config.n_items_trained == n_today
 

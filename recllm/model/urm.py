@@ -17,7 +17,8 @@ scores the WHOLE catalogue in one forward pass (sequence in, set out). Two docum
 deviations, the item prior <v, w_i> (`item_prior`) and a bias b_i per trained item ID
 (`item_bias`, started at the training targets' log frequency), say how often an item is
 chosen whoever the user. A CTR head maps the unscaled
-score, its own item prior, the weighted item bias and (`ctr_history`) the item's
+score, its own item prior, the weighted item bias, its own offset per trained item ID
+(`ctr_item_bias`) and (`ctr_history`) the item's
 similarity to the history to a click probability; an LM head (causal backbones) predicts
 text after an `<|lm|>` marker.
 """
@@ -42,7 +43,7 @@ from recllm.model.tokens import ITEM_SLOT, LM_TOKEN, QUERY_TOKEN
 
 _DEFAULTS = ModelConfig()
 SHARED_WITH_MODEL_CONFIG = ("id_dim", "out_dim", "n_query_tokens", "init_scale", "id_dropout", "slot_attention", "max_tokens",
-                            "ctr_history", "item_prior", "item_bias")
+                            "ctr_history", "item_prior", "item_bias", "ctr_item_bias")
 """URMConfig fields that the `model:` config section sets; their defaults are that section's."""
 
 WEIGHTS = "model.safetensors"
@@ -120,6 +121,7 @@ class URMConfig:
     ctr_history: bool = False  # the CTR logit also weighs the item's affinity to the history (models saved before: without)
     item_prior: bool = False  # logits add linear priors <v, w_i> of the item vector (models saved before: without)
     item_bias: bool = False  # logits add a learned bias b_i per trained item ID (models saved before: without)
+    ctr_item_bias: bool = False  # the CTR logit adds its own learned offset c_i per trained item ID (models saved before: without)
     id_only: bool = False  # the SASRec-style expert: items are ID vectors alone, prompts are their slots alone
     extra: dict = field(default_factory=dict)
 
@@ -292,6 +294,11 @@ class URM(nn.Module):
             self.item_bias = nn.Embedding(max(config.n_items_trained, 1), 1)
             nn.init.zeros_(self.item_bias.weight)
             self.ctr_item_bias_weight = nn.Parameter(torch.tensor(0.0))
+        # Zero-initialised: an item's own click rate once shown (how appealing it is whoever sees it), which neither
+        # how often it is chosen (b_i) nor its features (the prior) say; new and untrained items keep 0.
+        self.ctr_item_offset = nn.Embedding(max(config.n_items_trained, 1), 1) if config.ctr_item_bias else None
+        if self.ctr_item_offset is not None:
+            nn.init.zeros_(self.ctr_item_offset.weight)
         self.lm_head = None
         if config.causal:
             emb = self.backbone.get_input_embeddings()
@@ -447,12 +454,14 @@ class URM(nn.Module):
         bias = self.bias_of(index).to(items.dtype) if self.item_bias is not None else items.new_zeros(len(items))
         return torch.cat([items, bias.unsqueeze(-1)], dim=-1)
 
-    def bias_of(self, index: torch.Tensor | None) -> torch.Tensor:
-        """The item bias b_i of each catalogue index [N]; zero for items the model never trained on."""
+    def bias_of(self, index: torch.Tensor | None, table: nn.Embedding | None = None) -> torch.Tensor:
+        """The item bias b_i (or another per-item `table`'s value) of each catalogue index [N]; zero for items the
+        model never trained on."""
         if index is None:
             raise ValueError("this model has a per-item bias (item_bias): pass the items' catalogue indices")
         trained = self.config.n_items_trained
-        return self.item_bias(index.clamp(max=max(trained, 1) - 1)).squeeze(-1) * (index < trained)
+        table = self.item_bias if table is None else table
+        return table(index.clamp(max=max(trained, 1) - 1)).squeeze(-1) * (index < trained)
 
     @torch.no_grad()
     def init_item_bias(self, counts: torch.Tensor, eligible: torch.Tensor, first: int = 0) -> None:
@@ -489,6 +498,8 @@ class URM(nn.Module):
             logit = logit + self.ctr_prior(items).squeeze(-1)
         if self.item_bias is not None:
             logit = logit + self.ctr_item_bias_weight * self.bias_of(index).to(logit.dtype)
+        if self.ctr_item_offset is not None:
+            logit = logit + self.bias_of(index, self.ctr_item_offset).to(logit.dtype)
         if self.ctr_history_weight is None:
             return logit
         if history is None:

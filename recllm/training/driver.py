@@ -305,6 +305,12 @@ def grow_id_embeddings(model: URM, n_items: int, seed: int = 0,
             model.item_bias.weight[:old] = learned
             if bias_start is not None:
                 model.init_item_bias(*bias_start, first=old)
+    if model.ctr_item_offset is not None:
+        learned = model.ctr_item_offset.weight[:old]
+        model.ctr_item_offset = nn.Embedding(n_items, 1).to(learned.device)
+        with torch.no_grad():
+            model.ctr_item_offset.weight.zero_()
+            model.ctr_item_offset.weight[:old] = learned
     model.fusion.n_items_trained = n_items
     model.config = config
     return model
