@@ -298,22 +298,23 @@ def grow_id_embeddings(model: URM, n_items: int, seed: int = 0,
         fresh.weight[:old] = model.fusion.id_embedding.weight[:old].to(fresh.weight.dtype)
     model.fusion.id_embedding = fresh.to(model.fusion.id_embedding.weight.device)
     if model.item_bias is not None:
-        learned = model.item_bias.weight[:old]
-        model.item_bias = nn.Embedding(n_items, 1).to(learned.device)
-        with torch.no_grad():
-            model.item_bias.weight.zero_()
-            model.item_bias.weight[:old] = learned
-            if bias_start is not None:
-                model.init_item_bias(*bias_start, first=old)
+        model.item_bias = _grown_per_item(model.item_bias, n_items, old)
+        if bias_start is not None:
+            model.init_item_bias(*bias_start, first=old)
     if model.ctr_item_offset is not None:
-        learned = model.ctr_item_offset.weight[:old]
-        model.ctr_item_offset = nn.Embedding(n_items, 1).to(learned.device)
-        with torch.no_grad():
-            model.ctr_item_offset.weight.zero_()
-            model.ctr_item_offset.weight[:old] = learned
+        model.ctr_item_offset = _grown_per_item(model.ctr_item_offset, n_items, old)
     model.fusion.n_items_trained = n_items
     model.config = config
     return model
+
+
+def _grown_per_item(table: nn.Embedding, n_items: int, learned: int) -> nn.Embedding:
+    """A per-item table of `n_items` rows: its first `learned` rows kept, the rest 0."""
+    grown = nn.Embedding(n_items, table.weight.shape[1]).to(table.weight.device)
+    with torch.no_grad():
+        grown.weight.zero_()
+        grown.weight[:learned] = table.weight[:learned]
+    return grown
 
 
 def _tokenizer_corpus(files: list[str], item_texts: list[str], limit: int = 50000) -> list[str]:
