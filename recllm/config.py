@@ -90,7 +90,7 @@ class ModelConfig:
     ctr_history: bool = True  # the CTR logit also weighs the impressed item's mean similarity to the history's items
     item_prior: bool = True  # retrieval and CTR logits add a learned linear prior of the item vector (popularity, quality)
     item_bias: bool = True  # retrieval and CTR logits add a learned bias per trained item ID, started at the log frequency of the training targets
-    ctr_item_bias: bool = True  # the CTR logit adds its own learned offset per trained item ID (its click rate once shown)
+    ctr_item_bias: bool = False  # the CTR logit adds its own learned offset per trained item ID (its click rate once shown); README: the demo's table
     slot_attention: bool = True  # each query token pools the history's slots by attention (else the mean)
 
 

@@ -17,7 +17,7 @@ scores the WHOLE catalogue in one forward pass (sequence in, set out). Two docum
 deviations, the item prior <v, w_i> (`item_prior`) and a bias b_i per trained item ID
 (`item_bias`, started at the training targets' log frequency), say how often an item is
 chosen whoever the user. A CTR head maps the unscaled
-score, its own item prior, the weighted item bias, its own offset per trained item ID
+score, its own item prior, the weighted item bias, optionally its own offset per trained item ID
 (`ctr_item_bias`) and (`ctr_history`) the item's
 similarity to the history to a click probability; an LM head (causal backbones) predicts
 text after an `<|lm|>` marker.
