@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from bench_scoring import log, median_time
+from bench_common import log, median_time
 from recllm.evaluation.metrics import auc, gauc
 
 

@@ -42,7 +42,8 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
-from bench_scoring import _reset_peak_rss, _ScoreHead, _status_mb, log
+from bench_common import log, reset_peak_rss, status_mb
+from bench_scoring import ScoreHead
 from recllm.config import RecllmConfig
 from recllm.model.urm import URM
 
@@ -52,11 +53,11 @@ SCALE = 20.0
 
 def _peak_above(fn):
     """(fn(), seconds, peak RSS MB above the RSS at the start)."""
-    _reset_peak_rss()
-    base = _status_mb("VmRSS")
+    reset_peak_rss()
+    base = status_mb("VmRSS")
     start = time.perf_counter()
     out = fn()
-    return out, time.perf_counter() - start, _status_mb("VmHWM") - base
+    return out, time.perf_counter() - start, status_mb("VmHWM") - base
 
 
 def _threads(n: int) -> None:
@@ -69,7 +70,7 @@ def _threads(n: int) -> None:
 # -- (a) top-K ----------------------------------------------------------------------------------
 
 
-class _VectorHead(_ScoreHead):
+class _VectorHead(ScoreHead):
     """The URM's scoring head (scale, item bias) over synthetic item vectors; its scoring methods are the URM's."""
 
     def __init__(self, bias: torch.Tensor, query_tokens: int, dim: int):
@@ -153,8 +154,8 @@ def train_worker(n_items: int, steps: int) -> dict:
         config.model, backbone=backbone_config_dict(backbone), n_items_trained=n_items, text_dim=text_dim,
         image_dim=0, causal=is_causal(backbone.config.model_type), pad_token_id=int(tokenizer.pad_token_id),
         **control_token_ids(tokenizer))
-    _reset_peak_rss()
-    base = _status_mb("VmRSS")
+    reset_peak_rss()
+    base = status_mb("VmRSS")
     model = URM(urm_config, backbone).train()
     g = torch.Generator().manual_seed(0)
     catalog = ItemCatalog(torch.randn(n_items, text_dim, generator=g), torch.zeros(n_items, 0),
@@ -185,7 +186,7 @@ def train_worker(n_items: int, steps: int) -> dict:
         step()
     seconds = [step() for _ in range(steps)]
     params_mb = sum(p.numel() for p in model.parameters()) * 4 / 2**20
-    return {"n_items": n_items, "steps_s": 1 / statistics.median(seconds), "peak_mb": _status_mb("VmHWM") - base,
+    return {"n_items": n_items, "steps_s": 1 / statistics.median(seconds), "peak_mb": status_mb("VmHWM") - base,
             "params_mb": params_mb, "catalog_mb": catalog.text.numel() * 4 / 2**20, "batch": bs,
             "negatives": config.train.num_negatives}
 

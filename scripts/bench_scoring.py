@@ -55,27 +55,8 @@ import time
 import numpy as np
 import torch
 
+from bench_common import log, median_time, reset_peak_rss, status_mb
 from recllm.model.urm import URM
-
-_T0 = time.perf_counter()
-
-
-def log(msg: str) -> None:
-    print(f"[bench {time.perf_counter() - _T0:7.1f}s] {msg}", file=sys.stderr, flush=True)
-
-
-def median_time(fn, repeats: int, warmup: int = 1) -> tuple[float, object]:
-    """Median wall seconds of fn() over `repeats` runs after `warmup` untimed ones; and the last result."""
-    result = None
-    for _ in range(warmup):
-        result = fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times), result
-
 
 def paired_medians(fns: dict, repeats: int) -> tuple[dict[str, float], dict]:
     """Median seconds of each of several functions measured side by side: one untimed warm-up
@@ -92,24 +73,10 @@ def paired_medians(fns: dict, repeats: int) -> tuple[dict[str, float], dict]:
     return {name: statistics.median(v) for name, v in times.items()}, results
 
 
-def _status_mb(key: str) -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def _reset_peak_rss() -> None:
-    """Linux: make VmHWM (peak RSS) restart from the current RSS."""
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-
-
 # -- (b) top-K at catalogue scale, one size per subprocess ------------------------------------
 
 
-class _ScoreHead(torch.nn.Module):
+class ScoreHead(torch.nn.Module):
     """Just the scoring head of a URM (scale and max over query vectors), for synthetic item vectors."""
 
     def __init__(self, scale: float = 20.0):
@@ -131,12 +98,12 @@ def topk_worker(n_items: int, chunk: int, repeats: int, n_users: int = 256) -> d
     users = torch.nn.functional.normalize(torch.randn(n_users, 4, 64, generator=gen), dim=-1)
     catalog = ItemCatalog(torch.zeros(1, 1).expand(n_items, 1), torch.zeros(1, 0).expand(n_items, 0),
                           torch.zeros(1, dtype=torch.bool).expand(n_items), [])
-    scorer = Scorer(_ScoreHead().eval(), None, catalog, items, torch.device("cpu"))
+    scorer = Scorer(ScoreHead().eval(), None, catalog, items, torch.device("cpu"))
     exclude = [list(range(i % n_items, i % n_items + 5)) for i in range(n_users)]
-    _reset_peak_rss()
-    base = _status_mb("VmRSS")
+    reset_peak_rss()
+    base = status_mb("VmRSS")
     seconds, (idx, _) = median_time(lambda: scorer.top_k(users, 50, chunk_size=chunk, exclude=exclude), repeats)
-    peak = _status_mb("VmHWM")
+    peak = status_mb("VmHWM")
     return {"n_items": n_items, "n_users": n_users, "chunk": chunk, "seconds": seconds, "peak_above_base_mb": peak - base,
             "item_vectors_mb": items.numel() * 4 / 2**20, "check": int(idx[0, 0])}
 

@@ -243,6 +243,8 @@ def test_the_ctr_item_offset_starts_at_zero_moves_only_the_click_logit_and_leave
     model.save_pretrained(str(tmp_path / "m"), tokenizer, catalog)
     with torch.no_grad():
         assert torch.equal(URM.from_pretrained(str(tmp_path / "m")).click_probability(users, w[shown], index=shown), p)
+    with pytest.raises(ValueError, match=r"\(ctr_item_bias\): pass the items' catalogue indices"):
+        model.click_probability(users, w[shown])  # the error names the table that needs the indices
 
 
 def test_training_loss_falls(tokenizer):

@@ -457,10 +457,11 @@ class URM(nn.Module):
     def bias_of(self, index: torch.Tensor | None, table: nn.Embedding | None = None) -> torch.Tensor:
         """The item bias b_i (or another per-item `table`'s value) of each catalogue index [N]; zero for items the
         model never trained on."""
-        if index is None:
-            raise ValueError("this model has a per-item bias (item_bias): pass the items' catalogue indices")
-        trained = self.config.n_items_trained
         table = self.item_bias if table is None else table
+        if index is None:
+            option = "ctr_item_bias" if table is self.ctr_item_offset else "item_bias"
+            raise ValueError(f"this model has a per-item table ({option}): pass the items' catalogue indices")
+        trained = self.config.n_items_trained
         return table(index.clamp(max=max(trained, 1) - 1)).squeeze(-1) * (index < trained)
 
     @torch.no_grad()
