@@ -107,6 +107,7 @@ class TrainConfig:
     lr: float = 1e-3
     lr_schedule: str = "cosine"  # cosine: warm up, then decay to 0 over train.epochs (early stopping may end sooner) | constant
     warmup_fraction: float = 0.05  # cosine only: share of the run's steps spent ramping the rate up from 0
+    precision: str = "auto"  # auto: bf16 autocast on a GPU, fp32 on a CPU | fp32 | bf16 (on a CPU: for wide models on CPUs with native bf16)
     weight_decay: float = 0.01
     full_softmax_max_items: int = 50000
     num_negatives: int = 4096
@@ -195,6 +196,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "prompts.split": ("time", "leave_last_out"),
     "train.use_gpu": ("auto", "true", "false"),
     "train.lr_schedule": ("constant", "cosine"),
+    "train.precision": ("auto", "fp32", "bf16"),
     "score.device": ("auto", "cpu", "cuda"),
     "score.top_k_method": ("auto", "exact", "ann"),
 }

@@ -8,9 +8,9 @@ repeated). Side by side, `--repeats` times, it runs:
   * the project's training (`train_fn` under TorchDistributor, 2 local processes, the
     default config) for `--steps` optimizer steps on 1x and on 10x: peak RSS per rank, and
     the epoch's FLOP/s over the fp32 matmul rate that run measured;
-  * a minimal single-process PyTorch loop (forward, backward, clip, AdamW step; the
-    faster of one thread and all cores) of the same initial model over the same batches,
-    collated in advance.
+  * a minimal single-process PyTorch loop (forward and backward under the same autocast,
+    clip, AdamW step; the faster of one thread and all cores) of the same initial model
+    over the same batches, collated in advance.
 It prints medians, and as its last three lines:
   memory 10x/1x: R            (peak RSS per rank, 10x over 1x)
   matmul fraction: F          (training FLOP/s over the measured matmul rate, 1x runs)
@@ -45,7 +45,7 @@ from recllm.nightly import land_and_prepare
 from recllm.session import build_spark
 from recllm.training.checkpoints import CHECKPOINT_DIR
 from recllm.training.driver import prepare_training
-from recllm.training.loop import BEST_DIR, INITIAL_DIR, TrainingPlan, train_fn
+from recllm.training.loop import BEST_DIR, INITIAL_DIR, TrainingPlan, train_fn, training_autocast
 from recllm.training.stream import ShardStream, lm_target_tokens
 
 
@@ -104,9 +104,12 @@ def plain_loop(plan: TrainingPlan, batches, catalog, threads: int) -> float:
     model = URM.from_pretrained(os.path.join(plan.work_dir, INITIAL_DIR)).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=plan.lr, weight_decay=plan.weight_decay)
 
+    autocast = training_autocast(plan.precision, use_cuda=False)  # the project's precision: the same arithmetic
+
     def step(batch, targets) -> None:
-        loss, _ = model(batch, catalog, targets)
-        loss.backward()
+        with autocast:
+            loss, _ = model(batch, catalog, targets)
+            loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

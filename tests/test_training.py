@@ -30,7 +30,7 @@ from recllm.pipeline.features import run_features
 from recllm.pipeline.ingest import run_ingest
 from recllm.training.checkpoints import load_checkpoint
 from recllm.training.driver import prepare_training, run_training, training_target_counts
-from recllm.training.loop import INITIAL_DIR, lr_schedule, train_fn
+from recllm.training.loop import INITIAL_DIR, lr_schedule, train_fn, training_autocast
 from recllm.training.stream import shard_ranges
 from udfs.text import text_embedding_udf
 
@@ -69,6 +69,13 @@ def _rates(schedule: str, steps: int, total: int, done: int = 0) -> list[float]:
         optimizer.step()
         scheduler.step()
     return rates
+
+
+def test_precision_auto_and_fp32_keep_a_cpu_in_fp32_and_bf16_casts_its_matmuls():
+    a = torch.ones(4, 4)
+    for precision, expected in (("auto", torch.float32), ("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        with training_autocast(precision, use_cuda=False):
+            assert (a @ a).dtype == expected, precision
 
 
 def test_the_cosine_schedule_warms_up_then_decays_to_zero_by_the_last_step():

@@ -211,6 +211,7 @@ def prepare_training(lake: Lake, ds: str, config, id_only: bool = False, start: 
         lr=t.lr,
         lr_schedule=t.lr_schedule,
         warmup_fraction=t.warmup_fraction,
+        precision=t.precision,
         weight_decay=t.weight_decay,
         full_softmax_max_items=t.full_softmax_max_items,
         num_negatives=t.num_negatives,

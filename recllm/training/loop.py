@@ -2,7 +2,7 @@
 
 Each rank streams its own share of the prompt partition's Parquet files (`recllm.training.stream`:
 a block at a time, length-bucketed batches, the read position in every checkpoint), trains with DDP
-(gloo on CPU, nccl on GPU, bf16 autocast on GPU) on the joint loss of every objective
+(gloo on CPU, nccl on GPU; bf16 autocast per `train.precision`) on the joint loss of every objective
 (full or sampled softmax with logQ correction for retrieval, BCE for CTR impressions,
 next-token loss after `<|lm|>` for causal backbones), checkpoints to safetensors, resumes
 from the last checkpoint after a crash, and stops early on validation recall. Each epoch logs
@@ -69,6 +69,14 @@ class TrainingPlan:
     lr_schedule: str = "constant"  # constant | cosine (warm-up, then decay to 0 over `epochs`)
     warmup_fraction: float = 0.05
     flop_sample_every: int = 20  # count the FLOPs of every n-th batch (the counter slows the batch it counts)
+    precision: str = "auto"  # auto (bf16 autocast on a GPU, fp32 on a CPU) | fp32 | bf16
+
+
+def training_autocast(precision: str, use_cuda: bool) -> torch.autocast:
+    """The forward and backward passes' autocast: bf16 when `precision` says so, or, with `auto`, on a GPU only (on a
+    CPU with native bf16 it pays off for wide models only, and those learned less in the same time: README)."""
+    enabled = precision == "bf16" or (precision == "auto" and use_cuda)
+    return torch.autocast("cuda" if use_cuda else "cpu", dtype=torch.bfloat16, enabled=enabled)
 
 
 # -- distributed helpers ----------------------------------------------------------------
@@ -224,7 +232,7 @@ def _train(plan: TrainingPlan, rank: int, world: int, device, use_cuda: bool) ->
 
     scheduler = lr_schedule(optimizer, plan.lr_schedule, total_steps, plan.warmup_fraction, state["step"])
     t0, seen, tokens_seen = time.time(), 0, 0
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_cuda else torch.autocast("cpu", enabled=False)
+    autocast = training_autocast(plan.precision, use_cuda)
     if use_cuda:
         torch.cuda.reset_peak_memory_stats(device)
     done = False
