@@ -77,6 +77,8 @@ def movielens(tmp_path: Path, ratings: str) -> Path:
     ("userId,movieId,rating,timestamp\n1,1,4.0,964982703\n1,2,3\x005,964982704\n", 3, "a NUL character"),
     ("userId,movieId,rating,timestamp\n1,1,4.0,964982703\n1,x2,3.5,964982704\n", 3, "movieId 'x2' is not an integer"),
     ("userId,movieId,rating,timestamp\n1,1,4.0,9.6e8\n", 2, "timestamp '9.6e8' is not an integer"),
+    ("userId,movieId,rating,timestamp\n1,1,4.0,964982703,5\n", 2, "5 fields, the header has 4"),
+    ("userId,movieId,rating,timestamp\n1,1,4.0,964982703\n1,2,964982704\n", 3, "3 fields, the header has 4"),
 ])
 def test_a_movielens_file_that_would_be_cut_or_coerced_is_refused_naming_the_line(tmp_path, ratings, line, problem):
     message = refused(load_movielens, movielens(tmp_path, ratings))

@@ -10,8 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
 
-from recllm.data.frames import LandedDay, iso_utc, latest_ds, nul_line, object_frame, prefixed, users_without_profiles
+from recllm.data.frames import LandedDay, iso_utc, latest_ds, object_frame, prefixed, users_without_profiles
 from schemas import EVENTS_RAW, ITEMS_RAW
 
 SCENARIO = "movielens"
@@ -39,18 +42,37 @@ def load_movielens(path: str | Path, ds: str | None = None) -> LandedDay:
 
 def _read(path: Path, dtypes: dict[str, object]) -> pd.DataFrame:
     """Read one quoted UTF-8 CSV with explicit dtypes, keeping strings like "NA" as text; a file that cannot be
-    read whole and as written (a NUL in a field, a ragged row, a non-integer id or time) is refused in one line
-    naming the file, the line and the problem."""
-    if (number := nul_line(path)) is not None:
-        raise ValueError(f"{path}, line {number}: a NUL character (a CSV reader would cut the field there)")
+    read whole and as written (a NUL in a field, a row with more or fewer fields than the header, which would
+    shift or drop values, a non-integer id or time) is refused in one line naming the file, the line and the
+    problem."""
+    ragged = []
+
+    def refuse(row) -> str:
+        ragged.append(row)
+        return "error"
+
     try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
-    except (pd.errors.ParserError, UnicodeDecodeError) as err:
+        table = pa_csv.read_csv(
+            path,
+            read_options=pa_csv.ReadOptions(use_threads=False),  # single-threaded: a bad row's line number is known
+            parse_options=pa_csv.ParseOptions(invalid_row_handler=refuse),
+            convert_options=pa_csv.ConvertOptions(column_types={c: pa.string() for c in dtypes},
+                                                  strings_can_be_null=False, quoted_strings_can_be_null=False),
+        )
+    except pa.ArrowInvalid as err:
+        if ragged:
+            row = ragged[0]
+            raise ValueError(f"{path}, line {row.number}: {row.actual_columns} fields, the header has "
+                             f"{row.expected_columns}") from None
         raise ValueError(f"{path}: {str(err).strip().splitlines()[0]}") from None
-    missing = [c for c in dtypes if c not in frame.columns]
+    missing = [c for c in dtypes if c not in table.column_names]
     if missing:
-        raise ValueError(f"{path}, line 1: missing column(s) {missing} (has {list(frame.columns)})")
-    frame = frame[list(dtypes)]
+        raise ValueError(f"{path}, line 1: missing column(s) {missing} (has {table.column_names})")
+    table = table.select(list(dtypes))
+    for column in table.column_names:
+        if (row := _first_match(table[column], "\x00")) is not None:
+            raise ValueError(f"{path}, line {row + 2}: a NUL character (a CSV reader would cut the field there)")
+    frame = table.to_pandas()
     for column, dtype in dtypes.items():
         if dtype == "int64":
             numbers = pd.to_numeric(frame[column].where(frame[column].str.fullmatch(r"-?[0-9]{1,18}")), errors="coerce")
@@ -59,6 +81,12 @@ def _read(path: Path, dtypes: dict[str, object]) -> pd.DataFrame:
                 raise ValueError(f"{path}, line {row + 2}: {column} {frame[column].iloc[row]!r} is not an integer")
             frame[column] = numbers.astype("int64")
     return frame
+
+
+def _first_match(column: pa.ChunkedArray, substring: str) -> int | None:
+    """Index of the first value holding `substring`, else None."""
+    hits = pc.match_substring(column, substring)
+    return int(pc.index(hits, True).as_py()) if pc.any(hits).as_py() else None
 
 
 def _read_tags(path: Path) -> pd.DataFrame:
