@@ -102,10 +102,10 @@ class DeltaRsLake(Lake, backend="deltars"):
         source = conform_batch(pa.table(df.toArrow()), contract)
         on = " AND ".join(f"t.{k} = s.{k}" for k in contract.keys)
         for attempt in range(1, COMMIT_ATTEMPTS + 1):
+            table = self._table(contract.name)
             try:
                 (
-                    self._table(contract.name)
-                    .merge(source, predicate=on, source_alias="s", target_alias="t")
+                    table.merge(source, predicate=on, source_alias="s", target_alias="t")
                     .when_matched_update_all(predicate=self.merge_update_condition(contract))
                     .when_not_matched_insert_all()
                     .execute()
@@ -116,7 +116,7 @@ class DeltaRsLake(Lake, backend="deltars"):
                     raise
                 log.warning("%s: another job committed first (%s); merging again on top of it (attempt %d of %d)",
                             contract.name, str(error).splitlines()[0], attempt + 1, COMMIT_ATTEMPTS)
-        version = self.version(contract.name)
+        version = table.version()  # this merge's commit, even when another job has committed since
         log.info("%s: merged %d rows -> version %d", contract.name, source.num_rows, version)
         return version
 
