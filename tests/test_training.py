@@ -35,7 +35,9 @@ from recllm.training.stream import shard_ranges
 from udfs.text import text_embedding_udf
 
 K = 10
-EPOCHS = 4
+EPOCHS = 8
+"""The fixture's epoch budget; patience 2 ends it after about 6. With 4 the cosine schedule reached 0 by
+epoch 3, and whether a category's fans learned to reach its items (trained or cold) was a trajectory's luck."""
 
 
 @pytest.fixture(scope="module")
