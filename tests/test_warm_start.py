@@ -67,6 +67,9 @@ def test_a_warm_version_never_takes_the_name_of_the_same_days_cold_model():
     other = replace(config, train=replace(config.train, warm_epochs=9, warm_replay_fraction=0.5, warm_start=False))
     assert model_version_for("2026-01-05", other) == cold
     assert model_version_for("2026-01-05", other, parent_version="urm-2026-01-04-aaaaaaaa") != warm
+    # nor do where and how the ranks run, their arithmetic included: a rerun in bf16 resumes the same version
+    placed = replace(config, train=replace(config.train, precision="bf16", use_gpu="true", torch_threads=1))
+    assert model_version_for("2026-01-05", placed) == cold
 
 
 def test_growing_id_embeddings_keeps_old_rows_and_adds_fresh_ones_for_new_items(tokenizer):

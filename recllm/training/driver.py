@@ -45,8 +45,9 @@ from schemas import ITEM_FEATURES, ITEMS, PROMPTS
 
 log = logging.getLogger(__name__)
 
-PLACEMENT_KEYS = ("local_mode", "use_gpu", "torch_threads", "max_attempts", "model_root", "checkpoint_every_steps")
-"""`train:` keys saying where and how ranks run; they do not name a different model."""
+PLACEMENT_KEYS = ("local_mode", "use_gpu", "precision", "torch_threads", "max_attempts", "model_root",
+                  "checkpoint_every_steps")
+"""`train:` keys saying where and how ranks run (their arithmetic included); they do not name a different model."""
 
 WARM_KEYS = ("warm_start", "warm_epochs", "warm_patience", "warm_replay_fraction", "warm_lr_scale")
 """`train:` keys that only shape a warm-started run: a cold version's name leaves them out."""
