@@ -70,6 +70,20 @@ def test_each_epoch_visits_every_row_of_the_split_once_across_ranks(prompt_files
     assert sorted(seen) == expected
 
 
+def test_the_same_rows_stream_the_same_batches_whatever_the_files_are_named(prompt_files, collator, tmp_path):
+    renamed = []
+    for path, name in zip(prompt_files, ("part-zz.parquet", "part-aa.parquet")):  # writers name parts at random
+        (tmp_path / "renamed").mkdir(exist_ok=True)
+        pq.write_table(pq.read_table(path), tmp_path / "renamed" / name, row_group_size=40)
+        renamed.append(str(tmp_path / "renamed" / name))
+    for rank in range(2):
+        original = [_row_number(t, collator) for _, ex in _stream(prompt_files, collator, rank, 2).batches(8, seed=3)
+                    for t in ex.tokens]
+        again = [_row_number(t, collator) for _, ex in _stream(renamed, collator, rank, 2).batches(8, seed=3)
+                 for t in ex.tokens]
+        assert again == original
+
+
 def test_batches_group_similar_lengths_and_the_seed_changes_the_order(prompt_files, collator):
     stream = _stream(prompt_files, collator, block_rows=64)
     batches = [ex for _, ex in stream.batches(8, seed=1)]

@@ -75,6 +75,22 @@ def shard_ranges(row_counts: list[int], rank: int, world: int) -> list[tuple[int
     return out
 
 
+def content_order(files: list[str]) -> tuple[list[str], list[int]]:
+    """The files ordered by what they hold (rows, then the first row's prompt), and their row counts.
+
+    Not by name: writers name part files with random ids, so a rerun on the same rows would
+    order them, and so cut the ranks' shares and draw the batches, differently.
+    """
+    keys = []
+    for path in files:
+        parquet = pq.ParquetFile(path)
+        first = next(parquet.iter_batches(batch_size=1, columns=["prompt_text"]), None)
+        prompt = first.column(0)[0].as_py() if first is not None and first.num_rows else None
+        keys.append((parquet.metadata.num_rows, prompt or "", path))
+    keys.sort()
+    return [path for _, _, path in keys], [n for n, _, _ in keys]
+
+
 def usable_rows(table: pa.Table, split: str, objectives: list[str] | None, known: pa.Array) -> pa.Array:
     """Rows of `split` (and of `objectives`) whose history and target items are all in the catalogue."""
     keep = pc.equal(table["split"], split)
@@ -96,8 +112,7 @@ class ShardStream:
     def __init__(self, files: list[str], rank: int, world: int, split: str, collator: Collator,
                  index: dict[str, int], lm_tokens: list[list[int]] | None = None,
                  objectives: list[str] | None = None, block_rows: int = 8192):
-        self.files = sorted(files)
-        counts = [pq.ParquetFile(f).metadata.num_rows for f in self.files]
+        self.files, counts = content_order(files)
         self.ranges = shard_ranges(counts, rank, world)
         self.split, self.collator, self.index = split, collator, index
         self.lm_tokens, self.objectives, self.block_rows = lm_tokens, objectives, block_rows
