@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
-from recllm.data.frames import LandedDay, iso_utc, latest_ds, object_frame, prefixed, users_without_profiles
+from recllm.data.frames import LandedDay, iso_utc, latest_ds, nul_line, object_frame, prefixed, users_without_profiles
 from schemas import EVENTS_RAW, ITEMS_RAW
 
 SCENARIO = "movielens"
@@ -45,6 +44,8 @@ def _read(path: Path, dtypes: dict[str, object]) -> pd.DataFrame:
     read whole and as written (a NUL in a field, a row with more or fewer fields than the header, which would
     shift or drop values, a non-integer id or time) is refused in one line naming the file, the line and the
     problem."""
+    if (number := nul_line(path)) is not None:
+        raise ValueError(f"{path}, line {number}: a NUL character (a CSV reader would cut the field there)")
     ragged = []
 
     def refuse(row) -> str:
@@ -68,11 +69,7 @@ def _read(path: Path, dtypes: dict[str, object]) -> pd.DataFrame:
     missing = [c for c in dtypes if c not in table.column_names]
     if missing:
         raise ValueError(f"{path}, line 1: missing column(s) {missing} (has {table.column_names})")
-    table = table.select(list(dtypes))
-    for column in table.column_names:
-        if (row := _first_match(table[column], "\x00")) is not None:
-            raise ValueError(f"{path}, line {row + 2}: a NUL character (a CSV reader would cut the field there)")
-    frame = table.to_pandas()
+    frame = table.select(list(dtypes)).to_pandas()
     for column, dtype in dtypes.items():
         if dtype == "int64":
             numbers = pd.to_numeric(frame[column].where(frame[column].str.fullmatch(r"-?[0-9]{1,18}")), errors="coerce")
@@ -81,12 +78,6 @@ def _read(path: Path, dtypes: dict[str, object]) -> pd.DataFrame:
                 raise ValueError(f"{path}, line {row + 2}: {column} {frame[column].iloc[row]!r} is not an integer")
             frame[column] = numbers.astype("int64")
     return frame
-
-
-def _first_match(column: pa.ChunkedArray, substring: str) -> int | None:
-    """Index of the first value holding `substring`, else None."""
-    hits = pc.match_substring(column, substring)
-    return int(pc.index(hits, True).as_py()) if pc.any(hits).as_py() else None
 
 
 def _read_tags(path: Path) -> pd.DataFrame:
