@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from recllm.data.amazon import load_amazon
+from recllm.data.frames import refuse_nul
 from recllm.data.movielens import load_movielens
 from recllm.data.recbole import load_recbole
 
@@ -32,6 +33,16 @@ def refused(load, *args) -> str:
     message = str(error.value)
     assert "\n" not in message and "Traceback" not in message
     return message
+
+
+@pytest.mark.parametrize("block_bytes", [1, 5, 13, 1 << 24])
+def test_a_nul_is_refused_on_its_own_line_wherever_the_scan_cuts_the_file(tmp_path, block_bytes):
+    path = tmp_path / "ratings.csv"
+    path.write_bytes(b"userId,movieId\n1,1\n\n2,2\n3,\x003\n4,4\n")
+    message = refused(refuse_nul, path, block_bytes)
+    assert message == f"{path}, line 5: a NUL character (a CSV reader would cut the field there)"
+    path.write_bytes(b"userId,movieId\n1,1\n")
+    assert refuse_nul(path, block_bytes) is None
 
 
 # -- RecBole -------------------------------------------------------------------------------------------------

@@ -246,3 +246,9 @@ def test_a_csv_row_with_a_field_too_many_or_too_few_fails_naming_its_line(tmp_pa
     folder = _write(tmp_path / "shop", {"events_raw.csv": EVENTS_CSV + row + "\n"})
     with pytest.raises(ValueError, match=f"events_raw.csv, line 5: {says}"):
         load_tabular(folder, "csv")
+
+
+def test_a_csv_holding_a_nul_fails_naming_its_line(tmp_path):
+    folder = _write(tmp_path / "shop", {"events_raw.csv": EVENTS_CSV + "e4,u1,i1,click,,,,2026-03-01T1\x000:00Z\n"})
+    with pytest.raises(ValueError, match="events_raw.csv, line 5: a NUL character"):
+        load_tabular(folder, "csv")

@@ -13,7 +13,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 
-from recllm.data.frames import LandedDay, iso_utc, latest_ds, nul_line, object_frame, prefixed, users_without_profiles
+from recllm.data.frames import LandedDay, iso_utc, latest_ds, object_frame, prefixed, refuse_nul, users_without_profiles
 from schemas import EVENTS_RAW, ITEMS_RAW
 
 SCENARIO = "movielens"
@@ -44,8 +44,7 @@ def _read(path: Path, dtypes: dict[str, object]) -> pd.DataFrame:
     read whole and as written (a NUL in a field, a row with more or fewer fields than the header, which would
     shift or drop values, a non-integer id or time) is refused in one line naming the file, the line and the
     problem."""
-    if (number := nul_line(path)) is not None:
-        raise ValueError(f"{path}, line {number}: a NUL character (a CSV reader would cut the field there)")
+    refuse_nul(path)
     ragged = []
 
     def refuse(row) -> str:

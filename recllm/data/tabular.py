@@ -20,7 +20,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from recllm.data.frames import LandedDay, latest_ds, nul_line, object_frame
+from recllm.data.frames import LandedDay, latest_ds, object_frame, refuse_nul
 from schemas import EVENTS_RAW, ITEMS_RAW, USERS_RAW, TableSchema
 
 log = logging.getLogger(__name__)
@@ -200,8 +200,7 @@ def _read_csv(path: Path, contract: TableSchema) -> tuple[pd.DataFrame, list[str
     """A UTF-8 CSV file's expected columns as written (an empty field is None), and its unknown columns. A file
     that cannot be read whole and as written fails naming the file: a NUL, a header naming a column twice, a
     row with more or fewer fields than the header (it would shift or drop values), text that is not UTF-8."""
-    if (number := nul_line(path)) is not None:
-        raise ValueError(f"{path}, line {number}: a NUL character (a CSV reader would cut the field there)")
+    refuse_nul(path)
     csv.field_size_limit(max(csv.field_size_limit(), CSV_FIELD_LIMIT))
     try:
         with open(path, encoding="utf-8-sig", newline="") as f:
