@@ -131,7 +131,7 @@ def test_rows_sharing_a_start_are_grouped_by_it_and_no_start_runs_past_an_item_s
 
 
 def test_shared_starts_run_once_with_the_states_and_gradients_of_running_every_row_whole(tokenizer, monkeypatch):
-    model = tiny_model(tokenizer, ctr_history=True).train()
+    model = tiny_model(tokenizer, ctr_history=True, ctr_text_history=True).train()
     catalog = tiny_catalog()
     batch = batch_of(model, tokenizer, MIXED_PROMPTS, MIXED_HISTORIES)
     targets = LossTargets(items=torch.tensor([3, 6, 9, 2, 4]),
@@ -174,6 +174,24 @@ def test_with_ctr_history_the_item_nearer_the_history_is_likelier_clicked(tokeni
             model.click_probability(users, items[[1, 1]])
     assert torch.allclose(history[0], items[1]) and torch.allclose(history[1], items[2]) and (history[2] == 0).all()
     assert near > far
+
+
+def test_with_ctr_text_history_the_item_whose_text_resembles_the_historys_is_likelier_clicked(tokenizer):
+    model = tiny_model(tokenizer, ctr_text_history=True).eval()
+    catalog = tiny_catalog()
+    catalog.text[3] = 2.0 * catalog.text[1] + 0.1 * catalog.text[3]  # item 3's text all but repeats item 1's
+    unit = torch.nn.functional.normalize(catalog.text, dim=-1)
+    # rows: history [1, 2] shown 3; history [1, 2] shown 4; history [] shown 3
+    affinity = URM.text_affinity(catalog, torch.tensor([1, 2, 1, 2]), torch.tensor([0, 0, 1, 1]), torch.tensor([3, 4, 3]))
+    expected = [float((unit[[1, 2]] @ unit[i]).mean()) for i in (3, 4)] + [0.0]
+    assert torch.allclose(affinity, torch.tensor(expected), atol=1e-6) and affinity[0] > 0.4 > abs(affinity[1])
+    with torch.no_grad():
+        items = model.item_vectors(catalog)
+        users = torch.nn.functional.normalize(torch.ones(2, 3, items.shape[1]), dim=-1)  # one user vector for both
+        near, far = model.click_probability(users, items[[3, 3]], text_affinity=affinity[[0, 1]])
+        with pytest.raises(ValueError, match="reads the history's texts"):
+            model.click_probability(users, items[[3, 3]])
+    assert near > far  # the same item and user: only the history's text differs
 
 
 def test_the_item_prior_starts_at_zero_and_moves_an_items_scores_alike_for_every_user(tokenizer, tmp_path):
@@ -314,6 +332,24 @@ def test_a_saved_ctr_history_model_scores_clicks_from_the_history_item_ids(token
         history = torch.stack([w[[1, 2]].mean(dim=0), torch.zeros_like(w[0]), w[4]])
         expected = model.click_probability(users, w[[0, 3, 5]], history).numpy()
     np.testing.assert_allclose(scorer.click_probability(users, [0, 3, 5], histories), expected, atol=1e-6)
+
+
+def test_a_saved_ctr_text_history_model_scores_clicks_from_the_history_items_texts(tokenizer, tmp_path):
+    model = tiny_model(tokenizer, ctr_history=True, ctr_text_history=True).eval()
+    catalog = tiny_catalog()
+    model.save_pretrained(str(tmp_path / "m"), tokenizer, catalog)
+    scorer = Scorer.load(str(tmp_path / "m"), device="cpu")
+    ids = catalog.item_ids
+    users = torch.nn.functional.normalize(torch.randn(3, 3, model.config.out_dim), dim=-1)
+    with torch.no_grad():
+        w = model.item_vectors(catalog)
+        history = torch.stack([w[[1, 2]].mean(dim=0), torch.zeros_like(w[0]), w[4]])
+        text = URM.text_affinity(catalog, torch.tensor([1, 2, 4]), torch.tensor([0, 0, 2]), torch.tensor([0, 3, 5]))
+        expected = model.click_probability(users, w[[0, 3, 5]], history, text_affinity=text).numpy()
+        without_text = model.click_probability(users, w[[0, 3, 5]], history, text_affinity=torch.zeros(3)).numpy()
+    scored = scorer.click_probability(users, [0, 3, 5], [[ids[1], ids[2]], [], [ids[4]]])
+    np.testing.assert_allclose(scored, expected, atol=1e-6)
+    assert not np.allclose(scored[[0, 2]], without_text[[0, 2]]) and scored[1] == pytest.approx(without_text[1])
 
 
 def test_a_model_directory_without_safetensors_is_refused(tmp_path):

@@ -180,12 +180,11 @@ class Scorer:
     def click_probability(self, users: torch.Tensor, items: list[int], histories: list[list[str]]) -> np.ndarray:
         """Calibrated P(click) of aligned (user vector, item index, history item ids) triples."""
         idx = torch.as_tensor(items, device=self.device, dtype=torch.long)
-        history = None
-        if self.model.config.ctr_history:
-            rows = torch.as_tensor([r for r, h in enumerate(histories) for _ in h], device=self.device, dtype=torch.long)
-            slots = torch.as_tensor([self._item_index(i) for h in histories for i in h], device=self.device, dtype=torch.long)
-            history = self.model.history_vectors(self.item_vectors[slots], rows, len(items))
-        return self.model.click_probability(users, self.item_vectors[idx], history, idx).float().cpu().numpy()
+        rows = torch.as_tensor([r for r, h in enumerate(histories) for _ in h], device=self.device, dtype=torch.long)
+        slots = torch.as_tensor([self._item_index(i) for h in histories for i in h], device=self.device, dtype=torch.long)
+        history = self.model.history_vectors(self.item_vectors[slots], rows, len(items)) if self.model.config.ctr_history else None
+        text = self.model.text_affinity(self.catalog, slots, rows, idx) if self.model.config.ctr_text_history else None
+        return self.model.click_probability(users, self.item_vectors[idx], history, idx, text).float().cpu().numpy()
 
 
 def _item_vectors(model: URM, catalog: ItemCatalog, chunk_size: int) -> torch.Tensor:

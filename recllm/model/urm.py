@@ -16,11 +16,10 @@ output vector w_i comes from the same fused representation, and
 scores the WHOLE catalogue in one forward pass (sequence in, set out). Two documented
 deviations, the item prior <v, w_i> (`item_prior`) and a bias b_i per trained item ID
 (`item_bias`, started at the training targets' log frequency), say how often an item is
-chosen whoever the user. A CTR head maps the unscaled
-score, its own item prior, the weighted item bias, optionally its own offset per trained item ID
-(`ctr_item_bias`) and (`ctr_history`) the item's
-similarity to the history to a click probability; an LM head (causal backbones) predicts
-text after an `<|lm|>` marker.
+chosen whoever the user. A CTR head maps the unscaled score, its own item prior, the weighted
+item bias, optionally its own offset per trained item ID (`ctr_item_bias`), the item's similarity
+to the history (`ctr_history`) and its text's to the history's texts (`ctr_text_history`) to a
+click probability; an LM head (causal backbones) predicts text after an `<|lm|>` marker.
 """
 
 from __future__ import annotations
@@ -43,7 +42,7 @@ from recllm.model.tokens import ITEM_SLOT, LM_TOKEN, QUERY_TOKEN
 
 _DEFAULTS = ModelConfig()
 SHARED_WITH_MODEL_CONFIG = ("id_dim", "out_dim", "n_query_tokens", "init_scale", "id_dropout", "slot_attention", "max_tokens",
-                            "ctr_history", "item_prior", "item_bias", "ctr_item_bias")
+                            "ctr_history", "ctr_text_history", "item_prior", "item_bias", "ctr_item_bias")
 """URMConfig fields that the `model:` config section sets; their defaults are that section's."""
 
 WEIGHTS = "model.safetensors"
@@ -119,6 +118,7 @@ class URMConfig:
     slot_readout: bool = True  # add a pool of the history items' output vectors to each user vector
     slot_attention: bool = _DEFAULTS.slot_attention  # pool the slots by attention from each query token (zero-init: starts as the mean)
     ctr_history: bool = False  # the CTR logit also weighs the item's affinity to the history (models saved before: without)
+    ctr_text_history: bool = False  # ... and its text's mean cosine similarity to the history's texts (models saved before: without)
     item_prior: bool = False  # logits add linear priors <v, w_i> of the item vector (models saved before: without)
     item_bias: bool = False  # logits add a learned bias b_i per trained item ID (models saved before: without)
     ctr_item_bias: bool = False  # the CTR logit adds its own learned offset c_i per trained item ID (models saved before: without)
@@ -277,6 +277,7 @@ class URM(nn.Module):
         self.ctr_weight = nn.Parameter(torch.tensor(5.0))
         self.ctr_bias = nn.Parameter(torch.tensor(-2.0))
         self.ctr_history_weight = nn.Parameter(torch.tensor(5.0)) if config.ctr_history else None
+        self.ctr_text_weight = nn.Parameter(torch.tensor(5.0)) if config.ctr_text_history else None
         # Zero-initialised: a model starts with the plain similarity. The unit vectors alone cannot say how often an
         # item is shown or clicked whoever the user is; these learn it from the item's features, so new items get one too.
         self.retrieval_prior = self.ctr_prior = None
@@ -481,18 +482,27 @@ class URM(nn.Module):
         counts = torch.bincount(slot_rows, minlength=n_rows).clamp(min=1).to(sums.dtype)
         return sums / counts.unsqueeze(1)
 
+    @staticmethod
+    def text_affinity(catalog: ItemCatalog, slot_items: torch.Tensor, slot_rows: torch.Tensor,
+                      items: torch.Tensor) -> torch.Tensor:
+        """Each row's mean cosine similarity [len(items)] of its history items' frozen text embeddings (`slot_items`,
+        rows `slot_rows`) to its item's (`items`); 0 without history or text: what `ctr_text_history` weighs."""
+        def unit(index: torch.Tensor) -> torch.Tensor:
+            return F.normalize(catalog.text[index].float(), dim=-1)
+        return (URM.history_vectors(unit(slot_items), slot_rows, len(items)) * unit(items)).sum(dim=-1)
+
     def click_probability(self, users: torch.Tensor, items: torch.Tensor, history: torch.Tensor | None = None,
-                          index: torch.Tensor | None = None) -> torch.Tensor:
+                          index: torch.Tensor | None = None, text_affinity: torch.Tensor | None = None) -> torch.Tensor:
         """Calibrated P(click) for aligned (user, item) pairs; `history`: `history_vectors` of the pairs' rows;
-        `index`: the items' catalogue indices (with `item_bias`)."""
-        return torch.sigmoid(self.ctr_logit(users, items, history, index))
+        `index`: the items' catalogue indices (with `item_bias`); `text_affinity`: `text_affinity` of the pairs."""
+        return torch.sigmoid(self.ctr_logit(users, items, history, index, text_affinity))
 
     def ctr_logit(self, users: torch.Tensor, items: torch.Tensor, history: torch.Tensor | None = None,
-                  index: torch.Tensor | None = None) -> torch.Tensor:
+                  index: torch.Tensor | None = None, text_affinity: torch.Tensor | None = None) -> torch.Tensor:
         """Click logit of aligned pairs, users [B, M, D] and items [B, D]: a calibration of max_m <u_m, w_i>, plus
-        the item prior, the weighted item bias of `index` and, with `ctr_history`, the item's mean similarity to the
-        history's items (on small logs it transfers to unseen impressions better than the user vectors alone:
-        README, the demo's table)."""
+        the item prior, the weighted item bias of `index`, with `ctr_history` the item's mean similarity to the
+        history's items, and with `ctr_text_history` the weighted `text_affinity` (on small logs both transfer to
+        unseen impressions better than the user vectors alone: README, the demo's table)."""
         items = items.to(users.dtype)
         logit = self.ctr_weight * torch.einsum("bmd,bd->bm", users, items).amax(dim=1) + self.ctr_bias
         if self.ctr_prior is not None:
@@ -501,6 +511,10 @@ class URM(nn.Module):
             logit = logit + self.ctr_item_bias_weight * self.bias_of(index).to(logit.dtype)
         if self.ctr_item_offset is not None:
             logit = logit + self.bias_of(index, self.ctr_item_offset).to(logit.dtype)
+        if self.ctr_text_weight is not None:
+            if text_affinity is None:
+                raise ValueError("this model's CTR head reads the history's texts: pass text_affinity of the pairs")
+            logit = logit + self.ctr_text_weight * text_affinity.to(logit.dtype)
         if self.ctr_history_weight is None:
             return logit
         if history is None:
@@ -548,7 +562,10 @@ class URM(nn.Module):
             if self.ctr_history_weight is not None:
                 history = self.history_vectors(slot_vectors, batch.slot_rows, len(users))[is_ctr]
             shown = t.items[is_ctr]
-            logits = self.ctr_logit(users[is_ctr], self.item_vectors(catalog, shown), history, shown)
+            text = None
+            if self.ctr_text_weight is not None:
+                text = self.text_affinity(catalog, batch.slot_items, batch.slot_rows, t.items.clamp(min=0))[is_ctr]
+            logits = self.ctr_logit(users[is_ctr], self.item_vectors(catalog, shown), history, shown, text)
             parts["ctr"] = F.binary_cross_entropy_with_logits(logits.float(), t.labels[is_ctr])
             total = total + t.ctr_weight * parts["ctr"]
         if t.lm_weight > 0 and batch.lm_labels is not None and self.lm_head is not None:
