@@ -188,7 +188,12 @@ def test_ctr_scores_are_probabilities_of_the_ctr_prompt_one_row_per_pair(world, 
         users = plain["users"](prompts, histories)
         shown = torch.tensor([plain["index"][i] for i in known.item_id])
         history = torch.stack([plain["items"][[plain["index"][i] for i in h]].mean(dim=0) for h in histories])
-        expected = plain["model"].click_probability(users, plain["items"][shown], history, shown).numpy()
+        text = None
+        if plain["model"].config.ctr_text_history:
+            slots = torch.tensor([plain["index"][i] for h in histories for i in h])
+            rows = torch.tensor([r for r, h in enumerate(histories) for _ in h])
+            text = URM.text_affinity(plain["catalog"], slots, rows, shown)
+        expected = plain["model"].click_probability(users, plain["items"][shown], history, shown, text).numpy()
     np.testing.assert_allclose(known.p_click.to_numpy(), expected, atol=ATOL)
 
 
