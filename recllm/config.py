@@ -88,7 +88,7 @@ class ModelConfig:
     id_dropout: float = 0.5  # share of training lookups without the ID vector: text/image must carry the item
     lm_loss_weight: float = 0.1
     ctr_history: bool = True  # the CTR logit also weighs the impressed item's mean similarity to the history's items
-    ctr_text_history: bool = False  # ... and the mean cosine similarity of its frozen text embedding to the history items' (README: the demo's table; off: a cold-item test)
+    ctr_text_history: bool = True  # ... and a logistic regression on top adds its text's mean cosine similarity to the history items' (README: the demo's table)
     item_prior: bool = True  # retrieval and CTR logits add a learned linear prior of the item vector (popularity, quality)
     item_bias: bool = True  # retrieval and CTR logits add a learned bias per trained item ID, started at the log frequency of the training targets
     ctr_item_bias: bool = False  # the CTR logit adds its own learned offset per trained item ID (its click rate once shown); README: the demo's table

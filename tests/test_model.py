@@ -194,6 +194,43 @@ def test_with_ctr_text_history_the_item_whose_text_resembles_the_historys_is_lik
     assert near > far  # the same item and user: only the history's text differs
 
 
+def test_the_text_term_learns_on_top_of_the_vector_click_head_and_leaves_the_vectors_learning_as_without_it(tokenizer):
+    with_text = tiny_model(tokenizer, ctr_history=True, ctr_text_history=True).train()
+    without = tiny_model(tokenizer, ctr_history=True).train()
+    without.load_state_dict(with_text.state_dict(), strict=False)  # the same weights, the text head aside
+    catalog = tiny_catalog()
+    batch = batch_of(with_text, tokenizer, MIXED_PROMPTS, MIXED_HISTORIES)
+    targets = LossTargets(items=torch.tensor([3, 6, 9, 2, 4]),
+                          labels=torch.tensor([float("nan"), 1.0, 1.0, float("nan"), 0.0]))
+
+    def grads(model):
+        torch.manual_seed(1)  # the same dropout draws in both
+        users, hidden, slots = model.encode_with_slots(batch, catalog)
+        loss, parts = model.joint_loss(users, hidden, batch, catalog, targets, slots)
+        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        return parts, dict(zip([n for n, _ in named], torch.autograd.grad(loss, [p for _, p in named], allow_unused=True)))
+
+    (text_parts, text_grads), (plain_parts, plain_grads) = grads(with_text), grads(without)
+    head = {"ctr_text_weight", "ctr_vector_weight", "ctr_text_bias"}
+    assert set(text_grads) - set(plain_grads) == head and set(text_parts) == set(plain_parts) | {"ctr_text"}
+    assert text_parts["ctr"] == pytest.approx(plain_parts["ctr"])
+    for name, g in plain_grads.items():
+        assert (g is None) == (text_grads[name] is None)
+        assert g is None or torch.allclose(g, text_grads[name], atol=1e-6), name
+    assert all(text_grads[name].abs() > 0 for name in head)
+
+
+def test_the_optimizer_trains_the_text_stack_at_its_own_rate_and_without_decay(tokenizer):
+    from recllm.training.loop import adamw
+
+    model = tiny_model(tokenizer, ctr_text_history=True)
+    rest, head = adamw(model, 1e-3, 0.01).param_groups
+    assert len(head["params"]) == 3 and all(a is b for a, b in zip(head["params"], model.text_head_parameters()))
+    assert head["lr"] == pytest.approx(1e-3 * urm_module.TEXT_HEAD_LR_SCALE) and head["weight_decay"] == 0.0
+    assert (rest["lr"], rest["weight_decay"]) == (1e-3, 0.01) and len(rest["params"]) + 3 == len(list(model.parameters()))
+    assert len(adamw(tiny_model(tokenizer), 1e-3, 0.01).param_groups) == 1
+
+
 def test_the_item_prior_starts_at_zero_and_moves_an_items_scores_alike_for_every_user(tokenizer, tmp_path):
     plain, model = tiny_model(tokenizer).eval(), tiny_model(tokenizer, item_prior=True).eval()
     catalog = tiny_catalog()

@@ -18,8 +18,8 @@ deviations, the item prior <v, w_i> (`item_prior`) and a bias b_i per trained it
 (`item_bias`, started at the training targets' log frequency), say how often an item is
 chosen whoever the user. A CTR head maps the unscaled score, its own item prior, the weighted
 item bias, optionally its own offset per trained item ID (`ctr_item_bias`), the item's similarity
-to the history (`ctr_history`) and its text's to the history's texts (`ctr_text_history`) to a
-click probability; an LM head (causal backbones) predicts text after an `<|lm|>` marker.
+to the history (`ctr_history`) to a click probability; with `ctr_text_history` a logistic
+regression on top adds the similarity of the item's text to the history's texts; an LM head (causal backbones) predicts text after an `<|lm|>` marker.
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ CATALOG = "catalog.safetensors"
 ITEM_INDEX = "item_index.json"
 
 MIN_SHARED_PREFIX = 4
+TEXT_HEAD_LR_SCALE = 30.0  # the CTR text stack's scalars learn this much faster: a small shop gives them ~100 steps
 """Rows that share fewer leading tokens run whole (a shared start costs a second, small pass)."""
 
 
@@ -277,7 +278,13 @@ class URM(nn.Module):
         self.ctr_weight = nn.Parameter(torch.tensor(5.0))
         self.ctr_bias = nn.Parameter(torch.tensor(-2.0))
         self.ctr_history_weight = nn.Parameter(torch.tensor(5.0)) if config.ctr_history else None
-        self.ctr_text_weight = nn.Parameter(torch.tensor(5.0)) if config.ctr_text_history else None
+        # The text-aware click logit is stacked on the vector head's (detached) logit: trained end to end, the text
+        # term took over the category taste the CTR loss teaches the shared vectors, and retrieval lost it (README).
+        self.ctr_text_weight = self.ctr_vector_weight = self.ctr_text_bias = None
+        if config.ctr_text_history:
+            self.ctr_text_weight = nn.Parameter(torch.tensor(5.0))
+            self.ctr_vector_weight = nn.Parameter(torch.tensor(1.0))
+            self.ctr_text_bias = nn.Parameter(torch.tensor(0.0))
         # Zero-initialised: a model starts with the plain similarity. The unit vectors alone cannot say how often an
         # item is shown or clicked whoever the user is; these learn it from the item's features, so new items get one too.
         self.retrieval_prior = self.ctr_prior = None
@@ -499,10 +506,15 @@ class URM(nn.Module):
 
     def ctr_logit(self, users: torch.Tensor, items: torch.Tensor, history: torch.Tensor | None = None,
                   index: torch.Tensor | None = None, text_affinity: torch.Tensor | None = None) -> torch.Tensor:
-        """Click logit of aligned pairs, users [B, M, D] and items [B, D]: a calibration of max_m <u_m, w_i>, plus
-        the item prior, the weighted item bias of `index`, with `ctr_history` the item's mean similarity to the
-        history's items, and with `ctr_text_history` the weighted `text_affinity` (on small logs both transfer to
-        unseen impressions better than the user vectors alone: README, the demo's table)."""
+        """Click logit of aligned pairs: `vector_ctr_logit`, and with `ctr_text_history` `text_ctr_logit` on top."""
+        logit = self.vector_ctr_logit(users, items, history, index)
+        return logit if self.ctr_text_weight is None else self.text_ctr_logit(logit, text_affinity)
+
+    def vector_ctr_logit(self, users: torch.Tensor, items: torch.Tensor, history: torch.Tensor | None = None,
+                         index: torch.Tensor | None = None) -> torch.Tensor:
+        """Click logit from the vectors, users [B, M, D] and items [B, D]: a calibration of max_m <u_m, w_i>, plus
+        the item prior, the weighted item bias of `index`, and with `ctr_history` the item's mean similarity to the
+        history's items (on small logs it transfers to unseen impressions better than the user vectors alone)."""
         items = items.to(users.dtype)
         logit = self.ctr_weight * torch.einsum("bmd,bd->bm", users, items).amax(dim=1) + self.ctr_bias
         if self.ctr_prior is not None:
@@ -511,15 +523,24 @@ class URM(nn.Module):
             logit = logit + self.ctr_item_bias_weight * self.bias_of(index).to(logit.dtype)
         if self.ctr_item_offset is not None:
             logit = logit + self.bias_of(index, self.ctr_item_offset).to(logit.dtype)
-        if self.ctr_text_weight is not None:
-            if text_affinity is None:
-                raise ValueError("this model's CTR head reads the history's texts: pass text_affinity of the pairs")
-            logit = logit + self.ctr_text_weight * text_affinity.to(logit.dtype)
         if self.ctr_history_weight is None:
             return logit
         if history is None:
             raise ValueError("this model's CTR head reads the history: pass history_vectors of the pairs' rows")
         return logit + self.ctr_history_weight * (history.to(users.dtype) * items).sum(dim=-1)
+
+    def text_head_parameters(self) -> list[nn.Parameter]:
+        """The scalars of `text_ctr_logit` (none without `ctr_text_history`): the optimizer gives them
+        `TEXT_HEAD_LR_SCALE` times the learning rate, without weight decay."""
+        return [p for p in (self.ctr_text_weight, self.ctr_vector_weight, self.ctr_text_bias) if p is not None]
+
+    def text_ctr_logit(self, vector_logit: torch.Tensor, text_affinity: torch.Tensor | None) -> torch.Tensor:
+        """`ctr_text_history`'s click logit: a logistic regression over the vector head's logit and the pairs'
+        `text_affinity`. Its loss reaches no vector (the logit is detached), so the vectors learn as without it."""
+        if text_affinity is None:
+            raise ValueError("this model's CTR head reads the history's texts: pass text_affinity of the pairs")
+        return (self.ctr_vector_weight * vector_logit.detach()
+                + self.ctr_text_weight * text_affinity.to(vector_logit.dtype) + self.ctr_text_bias)
 
     def lm_loss(self, hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Next-token loss on the text after `<|lm|>` (labels already shifted by the collator)."""
@@ -561,13 +582,17 @@ class URM(nn.Module):
             history = None
             if self.ctr_history_weight is not None:
                 history = self.history_vectors(slot_vectors, batch.slot_rows, len(users))[is_ctr]
-            shown = t.items[is_ctr]
-            text = None
-            if self.ctr_text_weight is not None:
-                text = self.text_affinity(catalog, batch.slot_items, batch.slot_rows, t.items.clamp(min=0))[is_ctr]
-            logits = self.ctr_logit(users[is_ctr], self.item_vectors(catalog, shown), history, shown, text)
-            parts["ctr"] = F.binary_cross_entropy_with_logits(logits.float(), t.labels[is_ctr])
+            shown, labels = t.items[is_ctr], t.labels[is_ctr]
+            logits = self.vector_ctr_logit(users[is_ctr], self.item_vectors(catalog, shown), history, shown)
+            parts["ctr"] = F.binary_cross_entropy_with_logits(logits.float(), labels)
             total = total + t.ctr_weight * parts["ctr"]
+            if self.ctr_text_weight is not None:
+                rows = is_ctr.nonzero().squeeze(1)
+                ctr_slots = torch.isin(batch.slot_rows, rows)
+                text = self.text_affinity(catalog, batch.slot_items[ctr_slots],
+                                          torch.searchsorted(rows, batch.slot_rows[ctr_slots]), shown)
+                parts["ctr_text"] = F.binary_cross_entropy_with_logits(self.text_ctr_logit(logits, text).float(), labels)
+                total = total + t.ctr_weight * parts["ctr_text"]
         if t.lm_weight > 0 and batch.lm_labels is not None and self.lm_head is not None:
             parts["lm"] = self.lm_loss(hidden, batch.lm_labels)
             total = total + t.lm_weight * parts["lm"]
