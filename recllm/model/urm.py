@@ -19,7 +19,8 @@ deviations, the item prior <v, w_i> (`item_prior`) and a bias b_i per trained it
 chosen whoever the user. A CTR head maps the unscaled score, its own item prior, the weighted
 item bias, optionally its own offset per trained item ID (`ctr_item_bias`), the item's similarity
 to the history (`ctr_history`) to a click probability; with `ctr_text_history` a logistic
-regression on top adds the similarity of the item's text to the history's texts; an LM head (causal backbones) predicts text after an `<|lm|>` marker.
+regression on top adds the similarity of the item's text to the history's texts. An LM head
+(causal backbones) predicts text after an `<|lm|>` marker.
 """
 
 from __future__ import annotations
@@ -51,8 +52,9 @@ CATALOG = "catalog.safetensors"
 ITEM_INDEX = "item_index.json"
 
 MIN_SHARED_PREFIX = 4
-TEXT_HEAD_LR_SCALE = 30.0  # the CTR text stack's scalars learn this much faster: a small shop gives them ~100 steps
 """Rows that share fewer leading tokens run whole (a shared start costs a second, small pass)."""
+TEXT_HEAD_LR_SCALE = 30.0
+"""The CTR text stack's scalars learn this much faster than the rest: a small shop gives them about 100 steps."""
 
 
 def shared_starts(input_ids: torch.Tensor, attention_mask: torch.Tensor, stop: set[int]) -> list[tuple[list[int], int]]:
