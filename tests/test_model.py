@@ -195,6 +195,8 @@ def test_with_ctr_text_history_the_item_whose_text_resembles_the_historys_is_lik
 
 
 def test_the_text_term_learns_on_top_of_the_vector_click_head_and_leaves_the_vectors_learning_as_without_it(tokenizer):
+    from recllm.training.loop import adamw, clip_each_group
+
     with_text = tiny_model(tokenizer, ctr_history=True, ctr_text_history=True).train()
     without = tiny_model(tokenizer, ctr_history=True).train()
     without.load_state_dict(with_text.state_dict(), strict=False)  # the same weights, the text head aside
@@ -204,20 +206,28 @@ def test_the_text_term_learns_on_top_of_the_vector_click_head_and_leaves_the_vec
                           labels=torch.tensor([float("nan"), 1.0, 1.0, float("nan"), 0.0]))
 
     def grads(model):
+        """The loss parts, and each parameter's gradient as computed and as the training loop clips it."""
         torch.manual_seed(1)  # the same dropout draws in both
         users, hidden, slots = model.encode_with_slots(batch, catalog)
         loss, parts = model.joint_loss(users, hidden, batch, catalog, targets, slots)
-        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-        return parts, dict(zip([n for n, _ in named], torch.autograd.grad(loss, [p for _, p in named], allow_unused=True)))
+        loss.backward()
+        named = {n: p for n, p in model.named_parameters() if p.requires_grad}
+        raw = {n: None if p.grad is None else p.grad.clone() for n, p in named.items()}
+        for p in model.text_head_parameters():
+            p.grad *= 1e4  # however large the stack's gradient, the vectors' clipped steps stay the same
+        clip_each_group(adamw(model, 1e-3, 0.01), 1.0)
+        return parts, raw, {n: p.grad for n, p in named.items()}
 
-    (text_parts, text_grads), (plain_parts, plain_grads) = grads(with_text), grads(without)
+    (text_parts, text_raw, text_clipped), (plain_parts, plain_raw, plain_clipped) = grads(with_text), grads(without)
     head = {"ctr_text_weight", "ctr_vector_weight", "ctr_text_bias"}
-    assert set(text_grads) - set(plain_grads) == head and set(text_parts) == set(plain_parts) | {"ctr_text"}
+    assert set(text_raw) - set(plain_raw) == head and set(text_parts) == set(plain_parts) | {"ctr_text"}
     assert text_parts["ctr"] == pytest.approx(plain_parts["ctr"])
-    for name, g in plain_grads.items():
-        assert (g is None) == (text_grads[name] is None)
-        assert g is None or torch.allclose(g, text_grads[name], atol=1e-6), name
-    assert all(text_grads[name].abs() > 0 for name in head)
+    for computed, plain in ((text_raw, plain_raw), (text_clipped, plain_clipped)):
+        for name, g in plain.items():
+            assert (g is None) == (computed[name] is None)
+            assert g is None or torch.allclose(g, computed[name], atol=1e-6, rtol=1e-4), name
+    assert all(text_raw[name].abs() > 0 for name in head)
+    assert not torch.allclose(plain_clipped["query_tokens"], plain_raw["query_tokens"])  # the clip did bite
 
 
 def test_the_optimizer_trains_the_text_stack_at_its_own_rate_and_without_decay(tokenizer):

@@ -138,6 +138,13 @@ def adamw(model: URM, lr: float, weight_decay: float) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay, fused=True)
 
 
+def clip_each_group(optimizer: torch.optim.Optimizer, max_norm: float) -> None:
+    """Clips each parameter group's gradient norm on its own: one norm over all would let the CTR text stack's
+    gradients (`adamw`'s second group) shrink the vectors' steps, and its loss would reach them after all."""
+    for group in optimizer.param_groups:
+        torch.nn.utils.clip_grad_norm_(group["params"], max_norm)
+
+
 def lr_schedule(optimizer: torch.optim.Optimizer, schedule: str, total_steps: int, warmup_fraction: float,
                 done_steps: int = 0) -> torch.optim.lr_scheduler.LambdaLR:
     """transformers' constant or cosine-with-warm-up schedule over `total_steps`, placed at `done_steps`.
@@ -269,7 +276,7 @@ def _train(plan: TrainingPlan, rank: int, world: int, device, use_cuda: bool) ->
                 flops += counter.get_total_flops()
                 counted_tokens += tokens
             if (b + 1) % accum == 0 or b + 1 == n_batches:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                clip_each_group(optimizer, 1.0)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
