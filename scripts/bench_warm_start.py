@@ -1,15 +1,17 @@
 """Warm-start benchmark (not a test): a warm-started night against a cold retrain on the same day.
 
     .venv/bin/python scripts/bench_warm_start.py [--config FILE] [--days 6] [--users 200] [--items 300]
-                                                 [--repeats 1] [--processes 2]
+                                                 [--seeds 7,1,2] [--replay 0.1,0.3] [--repeats 1] [--processes 2]
 
-Builds the demo's synthetic lakehouse (the generator's shop, by default its default size, over `--days` days),
-trains a cold model as of day N-1 and registers it, lands day N, then trains day N both ways
-with `run_training` (TorchDistributor, the configured defaults): warm from the day N-1 model
-(`choose_start`) and cold. Prints each run's best validation Recall@10, wall time (the whole
+For each generator seed (`--seeds`; each its own shop and lakehouse, the generator's default size
+over `--days` days): trains a cold model as of day N-1 and registers it, lands day N, then trains
+day N both ways with `run_training` (TorchDistributor, the configured defaults): cold, and warm
+from the day N-1 model (`choose_start`) once per `--replay` value of `train.warm_replay_fraction`
+(default: the configured one). Prints each run's best validation Recall@10, wall time (the whole
 `run_training` call: planning, the warm examples, the ranks, registering), epochs, optimizer
-steps and training examples, and the warm/cold ratios (medians over `--repeats`; the order
-alternates, and each repeat starts both runs afresh rather than resuming).
+steps and training examples, and the warm/cold ratios: medians over `--repeats` on one seed
+(the runs are deterministic, so repeats measure only time), then over the seeds. Each repeat
+starts every run afresh rather than resuming; its order alternates.
 """
 
 from __future__ import annotations
@@ -49,67 +51,93 @@ def timed_run(lake: Lake, ds: str, config, start: Start) -> dict:
     return result
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--days", type=int, default=6, help="generated days; day N-1 trains the parent (default 6)")
-    p.add_argument("--users", type=int, default=SyntheticConfig().n_users)
-    p.add_argument("--items", type=int, default=SyntheticConfig().n_items)
-    p.add_argument("--config", default=None, help="YAML config (default: all defaults); train.model_root is set here")
-    p.add_argument("--repeats", type=int, default=1)
-    p.add_argument("--processes", type=int, default=None, help="training processes (default: train.num_processes)")
-    args = p.parse_args()
-    logging.basicConfig(level=logging.WARNING)
-    work = tempfile.mkdtemp(prefix="bench_warm_start_")
-    config = load_config(args.config, overrides={"train": {"model_root": os.path.join(work, "models")}})
-    if args.processes:
-        config = replace(config, train=replace(config.train, num_processes=args.processes))
-    spark = build_spark(config)
-    lake = Lake(spark, root=os.path.join(work, "lake"), backend="deltars")
-    embed = embedding_udf(config)
-    days, _ = generate(SyntheticConfig(n_days=args.days, n_users=args.users, n_items=args.items))
+def comma_list(kind):
+    """An argparse type: a comma-separated list of `kind`."""
+    return lambda text: [kind(x) for x in text.split(",") if x.strip()]
 
-    stage(f"building the demo lakehouse up to day {args.days - 1}")
+
+def bench_seed(seed: int, args, config, work: str, spark, embed) -> dict[str, list[dict]]:
+    """One shop: its day N-1 parent, then day N cold and warm (one per replay fraction), `--repeats` times."""
+    lake = Lake(spark, root=os.path.join(work, f"lake-{seed}"), backend="deltars")
+    config = replace(config, train=replace(config.train, model_root=os.path.join(work, f"models-{seed}")))
+    days, _ = generate(SyntheticConfig(seed=seed, n_days=args.days, n_users=args.users, n_items=args.items))
+
+    stage(f"seed {seed}: building the demo lakehouse up to day {args.days - 1}")
     parent_ds = land_and_prepare(lake, days[:-1], config, embed)
-    stage(f"cold parent model on {parent_ds}")
+    stage(f"seed {seed}: cold parent model on {parent_ds}")
     parent = run_training(lake, parent_ds, config, start=Start("the parent"))
-    stage(f"landing day {args.days}")
+    print(f"seed {seed}: parent {parent['model_version']} on {parent_ds}: valid recall@10 "
+          f"{parent['best_valid_recall']:.4f}, {parent['epochs_run']} epochs, {parent['train_examples']} train examples")
+    stage(f"seed {seed}: landing day {args.days}")
     ds = days[-1].ds
     land_day(lake, days[-1])
     run_ingest(lake, ds, config.ingest)
     run_features(lake, ds, config.features, embed)
     run_prompts(lake, ds, config.prompts)
 
-    runs: dict[str, list[dict]] = {"warm": [], "cold": []}
+    kinds = ["cold"] + [f"warm, replay {r}" for r in args.replay]
+    runs: dict[str, list[dict]] = {kind: [] for kind in kinds}
     for r in range(args.repeats):
-        for kind in (("warm", "cold") if r % 2 == 0 else ("cold", "warm")):
-            start = choose_start(lake, ds, config) if kind == "warm" else Start("the comparison")
-            if kind == "warm" and not start.warm:
-                raise SystemExit(f"no warm start possible: {start.reason}")
-            stage(f"repeat {r + 1}: {kind} on {ds}" + (f" ({start.reason})" if kind == "warm" else ""))
-            runs[kind].append(timed_run(lake, ds, config, start))
+        for kind in (kinds if r % 2 else kinds[::-1]):
+            run_config, start = config, Start("the comparison")
+            if kind != "cold":
+                replay = args.replay[kinds.index(kind) - 1]
+                run_config = replace(config, train=replace(config.train, warm_replay_fraction=replay))
+                start = choose_start(lake, ds, run_config)
+                if not start.warm:
+                    raise SystemExit(f"no warm start possible: {start.reason}")
+            stage(f"seed {seed}, repeat {r + 1}: {kind} on {ds}" + (f" ({start.reason})" if start.warm else ""))
+            runs[kind].append(timed_run(lake, ds, run_config, start))
+    return runs
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--days", type=int, default=6, help="generated days; day N-1 trains the parent (default 6)")
+    p.add_argument("--users", type=int, default=SyntheticConfig().n_users)
+    p.add_argument("--items", type=int, default=SyntheticConfig().n_items)
+    p.add_argument("--seeds", type=comma_list(int), default=[SyntheticConfig().seed],
+                   help="generator seeds, one shop each (default: the demo's)")
+    p.add_argument("--replay", type=comma_list(float), default=None,
+                   help="train.warm_replay_fraction of each warm run (default: the configured one)")
+    p.add_argument("--config", default=None, help="YAML config (default: all defaults)")
+    p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--processes", type=int, default=None, help="training processes (default: train.num_processes)")
+    args = p.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    work = tempfile.mkdtemp(prefix="bench_warm_start_")
+    config = load_config(args.config)
+    if args.processes:
+        config = replace(config, train=replace(config.train, num_processes=args.processes))
+    args.replay = args.replay or [config.train.warm_replay_fraction]
+    spark, embed = build_spark(config), embedding_udf(config)
+    by_seed = {seed: bench_seed(seed, args, config, work, spark, embed) for seed in args.seeds}
 
     print(f"\nmachine: {os.cpu_count()} cores; synthetic shop {args.users} users, {args.items}+ items, "
-          f"{args.days} days; {config.train.num_processes} training process(es); model {config.model.hidden_size} wide, "
-          f"{config.model.num_layers} layer(s); warm: {config.train.warm_epochs} epochs, lr x{config.train.warm_lr_scale}, "
-          f"replay {config.train.warm_replay_fraction}")
-    print(f"parent {parent['model_version']} on {parent_ds}: valid recall@10 {parent['best_valid_recall']:.4f}, "
-          f"{parent['epochs_run']} epochs, {parent['train_examples']} train examples")
-    print("| run | valid recall@10 | wall s | epochs | steps | train examples |")
-    print("|---|---:|---:|---:|---:|---:|")
-    med = {}
-    for kind, rs in runs.items():
-        med[kind] = {k: statistics.median(x[k] for x in rs)
-                     for k in ("best_valid_recall", "wall_s", "epochs_run", "steps", "train_examples")}
-        m = med[kind]
-        print(f"| {kind} | {m['best_valid_recall']:.4f} | {m['wall_s']:.1f} | {m['epochs_run']:.0f} | {m['steps']:.0f} "
-              f"| {m['train_examples']:.0f} |")
-    w, c = med["warm"], med["cold"]
-    print(f"warm/cold valid recall@10 ratio: {w['best_valid_recall'] / c['best_valid_recall']:.3f}")
-    print(f"warm/cold training time ratio: {w['wall_s'] / c['wall_s']:.3f} (wall); "
-          f"{w['steps'] / c['steps']:.3f} (optimizer steps)")
-    for kind, rs in runs.items():
-        print(f"  {kind} per repeat: recall {[round(x['best_valid_recall'], 4) for x in rs]}, "
-              f"wall s {[round(x['wall_s'], 1) for x in rs]}")
+          f"{args.days} days, seeds {args.seeds}; {config.train.num_processes} training process(es); model "
+          f"{config.model.hidden_size} wide, {config.model.num_layers} layer(s); warm: {config.train.warm_epochs} epochs, "
+          f"lr x{config.train.warm_lr_scale}")
+    print("| seed | run | valid recall@10 | wall s | epochs | steps | train examples | recall / cold | wall / cold |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+    ratios: dict[str, list[tuple[float, float]]] = {}
+    for seed, runs in by_seed.items():
+        med = {kind: {k: statistics.median(x[k] for x in rs)
+                      for k in ("best_valid_recall", "wall_s", "epochs_run", "steps", "train_examples")}
+               for kind, rs in runs.items()}
+        c = med["cold"]
+        for kind, m in med.items():
+            ratio = (m["best_valid_recall"] / c["best_valid_recall"], m["wall_s"] / c["wall_s"])
+            if kind != "cold":
+                ratios.setdefault(kind, []).append(ratio)
+            print(f"| {seed} | {kind} | {m['best_valid_recall']:.4f} | {m['wall_s']:.1f} | {m['epochs_run']:.0f} "
+                  f"| {m['steps']:.0f} | {m['train_examples']:.0f} | {ratio[0]:.3f} | {ratio[1]:.3f} |")
+        for kind, rs in runs.items():
+            print(f"  seed {seed} {kind} per repeat: recall {[round(x['best_valid_recall'], 4) for x in rs]}, "
+                  f"wall s {[round(x['wall_s'], 1) for x in rs]}")
+    for kind, rs in ratios.items():
+        print(f"{kind}: warm/cold valid recall@10 ratio {statistics.median(r for r, _ in rs):.3f} "
+              f"(median over {len(rs)} seed(s): {[round(r, 3) for r, _ in rs]}), "
+              f"training time ratio {statistics.median(t for _, t in rs):.3f} (wall)")
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -153,13 +153,18 @@ def _train_rows_new_to(lake: Lake, ds: str, parent_ds: str):
 def _write_warm_examples(lake: Lake, ds: str, start: Start, config, out: str) -> list[str]:
     """The warm run's examples as Parquet under `out` (kept for a rerun): the day's training
     rows the parent never trained on, a `train.warm_replay_fraction` sample of those it did,
-    and every validation row; returns the files."""
+    and every validation row; returns the files.
+
+    Rows are written in the order of a hash of their id, so both splits are spread through the
+    files: ranks take contiguous shares of all rows, and the union's order (train, then valid)
+    gave one rank nearly all the training rows and capped every rank's epoch at the other's few.
+    """
     if not os.path.exists(os.path.join(out, "_SUCCESS")):
         rows = _train_rows_new_to(lake, ds, start.parent_ds)
         replay = rows.where(F.col("_seen")).sample(fraction=config.train.warm_replay_fraction, seed=config.train.seed)
         valid = lake.read(PROMPTS.name, ds=ds).where(F.col("split") == VALID)
         (rows.where(F.col("_seen").isNull()).unionByName(replay).drop("_seen").unionByName(valid)
-         .write.mode("overwrite").parquet(out))
+         .orderBy(F.xxhash64("example_id"), "example_id").write.mode("overwrite").parquet(out))
     return sorted(glob.glob(os.path.join(out, "part-*.parquet")))
 
 

@@ -214,7 +214,12 @@ def _train(plan: TrainingPlan, rank: int, world: int, device, use_cuda: bool) ->
     n_batches = sum(train.batch_counts(bs))
     if plan.max_train_examples:
         n_batches = min(n_batches, math.ceil(plan.max_train_examples / bs))
-    n_batches = int(_all_reduce([n_batches], "min")[0])
+    fewest, most = (int(_all_reduce([n_batches], op)[0]) for op in ("min", "max"))
+    if rank == 0 and fewest < 0.8 * most:
+        log.warning("the ranks' shares are uneven: every rank steps %d batches per epoch, the fewest any rank has, "
+                    "where the largest share has %d; the rest of the larger shares goes unread each epoch",
+                    fewest, most)
+    n_batches = fewest
     n_train = int(_all_reduce([len(train)])[0])
     log.info("rank %d/%d: %d train, %d valid examples (global train %d), %d batches per epoch in blocks of %d rows",
              rank, world, len(train), len(valid), n_train, n_batches, plan.block_rows)
