@@ -115,7 +115,6 @@ class TrainConfig:
     ctr_loss_weight: float = 1.0
     checkpoint_every_steps: int = 100
     patience: int = 3
-    min_epochs: int = 8  # early stopping may end a run only after this many epochs (a peak while the rate is high is noise)
     eval_k: int = 10
     seed: int = 0
     model_root: str = "models"
@@ -239,7 +238,6 @@ MINIMUMS: dict[str, float] = {
     "train.ctr_loss_weight": 0,
     "train.checkpoint_every_steps": 1,
     "train.patience": 1,
-    "train.min_epochs": 0,
     "train.eval_k": 1,
     "train.seed": 0,
     "train.max_train_examples": 0,

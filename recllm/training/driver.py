@@ -175,8 +175,8 @@ def prepare_training(lake: Lake, ds: str, config, id_only: bool = False, start: 
     item ID vectors alone (no prompt text, no text or image features), on one objective's
     examples (`evaluate.expert_objective`), as SASRec learns the next item.
     A warm `start` (from `choose_start`) starts from its parent instead of fresh weights,
-    on the warm examples, for `train.warm_epochs` with `train.warm_patience` (no `train.min_epochs`), at `train.lr`
-    times `train.warm_lr_scale`.
+    on the warm examples, for `train.warm_epochs` with `train.warm_patience`, at `train.lr` times
+    `train.warm_lr_scale`.
     """
     warm = start is not None and start.warm and not id_only
     version = model_version_for(ds, config, id_only, start.parent_version if warm else None)
@@ -201,7 +201,7 @@ def prepare_training(lake: Lake, ds: str, config, id_only: bool = False, start: 
     t = config.train
     if warm:
         files = _write_warm_examples(lake, ds, start, config, os.path.join(work, WARM_EXAMPLES_DIR))
-        t = replace(t, epochs=t.warm_epochs, patience=t.warm_patience, min_epochs=0, lr=t.lr * t.warm_lr_scale)
+        t = replace(t, epochs=t.warm_epochs, patience=t.warm_patience, lr=t.lr * t.warm_lr_scale)
     return TrainingPlan(
         model_version=version,
         work_dir=work,
@@ -226,7 +226,6 @@ def prepare_training(lake: Lake, ds: str, config, id_only: bool = False, start: 
         objectives=[config.evaluate.expert_objective] if id_only else None,
         checkpoint_every_steps=t.checkpoint_every_steps,
         patience=t.patience,
-        min_epochs=t.min_epochs,
         eval_k=t.eval_k,
         max_train_examples=t.max_train_examples,
         block_rows=t.block_rows,

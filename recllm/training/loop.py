@@ -70,16 +70,6 @@ class TrainingPlan:
     warmup_fraction: float = 0.05
     flop_sample_every: int = 20  # count the FLOPs of every n-th batch (the counter slows the batch it counts)
     precision: str = "auto"  # auto (bf16 autocast on a GPU, fp32 on a CPU) | fp32 | bf16
-    min_epochs: int = 0  # early stopping may end the run only after this many epochs
-
-
-def stops_early(epochs_done: int, bad_epochs: int, plan: TrainingPlan) -> bool:
-    """Early stopping: `patience` epochs in a row without a better validation recall, once `min_epochs` have run.
-
-    On small validation sets recall often peaks in the first epochs, while the cosine rate is still high, and dips
-    for a few: without the floor such a run ended at its third epoch on a model far short of its schedule's.
-    """
-    return bad_epochs >= plan.patience and epochs_done >= plan.min_epochs
 
 
 def training_autocast(precision: str, use_cuda: bool) -> torch.autocast:
@@ -262,7 +252,7 @@ def _train(plan: TrainingPlan, rank: int, world: int, device, use_cuda: bool) ->
     if use_cuda:
         torch.cuda.reset_peak_memory_stats(device)
     done = False
-    while state["epoch"] < plan.epochs and not stops_early(state["epoch"], state["bad_epochs"], plan) and not done:
+    while state["epoch"] < plan.epochs and state["bad_epochs"] < plan.patience and not done:
         # measured each epoch, every rank at once: a shared machine's rate drifts during a run
         machine_rate = _all_reduce([0.0 if use_cuda else matmul_rate()])[0]
         losses, epoch_start, epoch_examples, epoch_tokens = [], time.time(), 0, 0
