@@ -75,13 +75,12 @@ def bench_seed(seed: int, args, config, work: str, spark, embed) -> dict[str, li
     run_features(lake, ds, config.features, embed)
     run_prompts(lake, ds, config.prompts)
 
-    kinds = ["cold"] + [f"warm, replay {r}" for r in args.replay]
-    runs: dict[str, list[dict]] = {kind: [] for kind in kinds}
+    kinds = [("cold", None)] + [(f"warm, replay {r}", r) for r in args.replay]  # (label, warm replay fraction)
+    runs: dict[str, list[dict]] = {kind: [] for kind, _ in kinds}
     for r in range(args.repeats):
-        for kind in (kinds if r % 2 else kinds[::-1]):
+        for kind, replay in (kinds if r % 2 else kinds[::-1]):
             run_config, start = config, Start("the comparison")
-            if kind != "cold":
-                replay = args.replay[kinds.index(kind) - 1]
+            if replay is not None:
                 run_config = replace(config, train=replace(config.train, warm_replay_fraction=replay))
                 start = choose_start(lake, ds, run_config)
                 if not start.warm:
