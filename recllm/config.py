@@ -109,7 +109,7 @@ class TrainConfig:
     lr_schedule: str = "cosine"  # cosine: warm up, then decay to 0 over train.epochs (early stopping may end sooner) | constant
     warmup_fraction: float = 0.05  # cosine only: share of the run's steps spent ramping the rate up from 0
     precision: str = "auto"  # auto: bf16 autocast on a GPU, fp32 on a CPU | fp32 | bf16 (on a CPU: for wide models on CPUs with native bf16)
-    weight_decay: float = 0.1  # AdamW's decoupled decay; 0.01 overfit the demo's small days (README: Training defaults)
+    weight_decay: float = 0.1  # AdamW's decoupled decay; 0.01 overfit the demo's small days (README: What the demo does)
     full_softmax_max_items: int = 50000
     num_negatives: int = 4096
     ctr_loss_weight: float = 1.0
