@@ -7,13 +7,17 @@ prompt files of `--rows` training rows (1x) and of ten times as many (10x, the s
 repeated). Side by side, `--repeats` times, it runs:
   * the project's training (`train_fn` under TorchDistributor, 2 local processes, the
     default config) for `--steps` optimizer steps on 1x and on 10x: peak RSS per rank, and
-    the epoch's FLOP/s over the fp32 matmul rate that run measured;
+    the epoch's FLOP/s over the fp32 matmul rate that run measured. The loop estimates its
+    FLOPs from every 20th batch, which on so few steps is two batches per rank, and a batch's
+    FLOPs per token vary with its length; so the fraction printed is of the FLOPs of every
+    batch the 1x runs train on, counted once here (untimed: FLOPs depend on shapes, not on
+    weights), over the time the run measured;
   * a minimal single-process PyTorch loop (forward and backward under the same autocast,
     clip, AdamW step; the faster of one thread and all cores) of the same initial model
     over the same batches, collated in advance.
 It prints medians, and as its last three lines:
   memory 10x/1x: R            (peak RSS per rank, 10x over 1x)
-  matmul fraction: F          (training FLOP/s over the measured matmul rate, 1x runs)
+  matmul fraction: F          (training FLOP/s, every batch counted, over the measured matmul rate, 1x runs)
   speedup vs plain loop: S    (examples/s of the project's training over the plain loop's)
 """
 
@@ -45,6 +49,7 @@ from recllm.nightly import land_and_prepare
 from recllm.session import build_spark
 from recllm.training.checkpoints import CHECKPOINT_DIR
 from recllm.training.driver import prepare_training
+from recllm.training.flops import flop_counter
 from recllm.training.loop import BEST_DIR, INITIAL_DIR, TrainingPlan, train_fn, training_autocast
 from recllm.training.stream import ShardStream, lm_target_tokens
 
@@ -74,7 +79,7 @@ def project_run(plan: TrainingPlan) -> dict:
     result = TorchDistributor(num_processes=2, local_mode=True, use_gpu=False).run(train_fn, plan)
     epoch = result["history"][0]
     return {"peak": result["peak_memory_bytes"], "examples_per_s": epoch["examples_per_s"],
-            "matmul_fraction": epoch["matmul_fraction"]}
+            "matmul_rate": epoch["matmul_rate"], "matmul_fraction": epoch["matmul_fraction"]}
 
 
 def plain_batches(plan: TrainingPlan, steps: int):
@@ -88,13 +93,27 @@ def plain_batches(plan: TrainingPlan, steps: int):
     batches = []
     for rank in range(2):
         stream = ShardStream(plan.files, rank, 2, "train", collator, index, lm_tokens, None, plan.block_rows)
-        for n, (_, ex) in enumerate(stream.batches(plan.batch_size, plan.seed + rank, lm_fraction=plan.lm_fraction)):
+        epoch = stream.batches(plan.batch_size, plan.seed + rank, lm_fraction=plan.lm_fraction, order_seed=plan.seed)
+        for n, (_, ex) in enumerate(epoch):
             if n == steps:
                 break
             targets = LossTargets(items=torch.as_tensor(ex.item), labels=torch.as_tensor(ex.label, dtype=torch.float32),
                                   ctr_weight=plan.ctr_loss_weight, lm_weight=plan.lm_loss_weight)
             batches.append((collator(ex.tokens, ex.history, ex.lm_target), targets, len(ex)))
     return batches, catalog
+
+
+def counted_flops(plan: TrainingPlan, batches, catalog) -> float:
+    """FLOPs of forward and backward over every batch, as `FlopCounterMode` counts them (untimed)."""
+    model = URM.from_pretrained(os.path.join(plan.work_dir, INITIAL_DIR)).train()
+    total = 0.0
+    for batch, targets, _ in batches:
+        with flop_counter() as counter, training_autocast(plan.precision, use_cuda=False):
+            loss, _ = model(batch, catalog, targets)
+            loss.backward()
+        model.zero_grad(set_to_none=True)
+        total += counter.get_total_flops()
+    return total
 
 
 def plain_loop(plan: TrainingPlan, batches, catalog, threads: int) -> float:
@@ -139,6 +158,7 @@ def main() -> None:
     plans = {name: dataclasses.replace(plan, files=f, epochs=1, patience=2, max_steps=args.steps)
              for name, f in files.items()}
     batches, catalog = plain_batches(plans["1x"], args.steps)
+    flops_1x, examples_1x = counted_flops(plan, batches, catalog), sum(n for _, _, n in batches)
 
     runs: dict[str, list] = {"1x": [], "10x": [], "plain": []}
     for r in range(args.repeats):
@@ -149,13 +169,17 @@ def main() -> None:
             else:
                 runs[name].append(project_run(plans[name]))
 
+    for run in runs["1x"]:  # the run's own time and rate, every batch's FLOPs
+        run["counted_fraction"] = flops_1x * run["examples_per_s"] / examples_1x / run["matmul_rate"]
+
     def median(name: str, key: str) -> float:
         return statistics.median(run[key] for run in runs[name])
 
     plain = statistics.median(runs["plain"])
     print(f"\nmachine: {os.cpu_count()} cores; {args.steps} steps of 2 x {plan.batch_size} examples per run; "
           f"1x = {args.rows} training rows, 10x = {10 * args.rows}")
-    print("| run | examples/s | peak RSS per rank (MiB) | matmul fraction |")
+    print(f"1x: {flops_1x / examples_1x / 1e6:.1f} MFLOP per example, every batch counted")
+    print("| run | examples/s | peak RSS per rank (MiB) | matmul fraction (the loop's estimate) |")
     print("|---|---:|---:|---:|")
     for name in ("1x", "10x"):
         print(f"| project, {name} | {median(name, 'examples_per_s'):.0f} | {median(name, 'peak') / 2**20:.0f} | "
@@ -165,7 +189,7 @@ def main() -> None:
         print(f"  {name} per repeat: {runs[name]}")
     shutil.rmtree(work, ignore_errors=True)
     print(f"memory 10x/1x: {median('10x', 'peak') / median('1x', 'peak'):.2f}")
-    print(f"matmul fraction: {median('1x', 'matmul_fraction'):.2f}")
+    print(f"matmul fraction: {median('1x', 'counted_fraction'):.2f}")
     print(f"speedup vs plain loop: {median('1x', 'examples_per_s') / plain:.2f}")
 
 
