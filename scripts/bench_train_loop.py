@@ -93,8 +93,7 @@ def plain_batches(plan: TrainingPlan, steps: int):
     batches = []
     for rank in range(2):
         stream = ShardStream(plan.files, rank, 2, "train", collator, index, lm_tokens, None, plan.block_rows)
-        epoch = stream.batches(plan.batch_size, plan.seed + rank, lm_fraction=plan.lm_fraction, order_seed=plan.seed)
-        for n, (_, ex) in enumerate(epoch):
+        for n, (_, ex) in enumerate(stream.batches(plan.batch_size, plan.seed + rank, lm_fraction=plan.lm_fraction)):
             if n == steps:
                 break
             targets = LossTargets(items=torch.as_tensor(ex.item), labels=torch.as_tensor(ex.label, dtype=torch.float32),

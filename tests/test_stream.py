@@ -14,13 +14,12 @@ from tests.helpers import N_ITEMS, tiny_model
 ITEM_IDS = [f"i{k}" for k in range(N_ITEMS)]
 
 
-def _rows(n: int, seed: int, longest_history: int = 5) -> pa.Table:
-    """`n` prompt rows: histories of 0 to `longest_history` items, a retrieval target or a CTR label, a few valid
-    rows."""
+def _rows(n: int, seed: int) -> pa.Table:
+    """`n` prompt rows: histories of 0-5 items, a retrieval target or a CTR label, a few valid rows."""
     rng = np.random.default_rng(seed)
     rows = []
     for r in range(n):
-        history = [ITEM_IDS[k] for k in rng.integers(0, N_ITEMS, rng.integers(0, longest_history + 1))]
+        history = [ITEM_IDS[k] for k in rng.integers(0, N_ITEMS, rng.integers(0, 6))]
         ctr = r % 4 == 0
         rows.append({
             "objective": "ctr" if ctr else ("click" if r % 3 else "like"),
@@ -137,32 +136,6 @@ def test_rows_naming_items_missing_from_the_catalogue_are_left_out(prompt_files,
 def test_length_buckets_cut_a_block_into_batches_of_at_most_the_batch_size():
     rng = np.random.default_rng(0)
     lengths = rng.integers(1, 40, 100)
-    batches = length_buckets(lengths, 16, rng, rng.random(7))
+    batches = length_buckets(lengths, 16, rng)
     assert sorted(np.concatenate(batches).tolist()) == list(range(100))
     assert max(map(len, batches)) == 16 and len(batches) == 7
-    with pytest.raises(ValueError, match="6 step keys for 7 batches"):
-        length_buckets(lengths, 16, rng, rng.random(6))
-
-
-def test_steps_take_batches_in_the_order_of_their_keys_shortest_first_whatever_the_rows():
-    keys = np.random.default_rng(0).random(8)
-    for seed in (1, 2):  # two ranks: their own rows and shuffles, the keys they share
-        rng = np.random.default_rng(seed)
-        lengths = rng.integers(1, 200, 8 * 16)
-        batches = length_buckets(lengths, 16, rng, keys)
-        longest = [int(lengths[batches[step]].max()) for step in np.argsort(keys)]
-        shortest = [int(lengths[batches[step]].min()) for step in np.argsort(keys)]
-        assert longest == sorted(longest) and all(a <= b for a, b in zip(longest, shortest[1:]))
-
-
-def test_ranks_sharing_an_order_seed_step_through_batches_of_the_same_length_together(tmp_path, collator):
-    pq.write_table(_rows(400, 4, longest_history=30), tmp_path / "part-0.parquet")
-    files = [str(tmp_path / "part-0.parquet")]
-
-    def widths(rank: int, order_seed: int | None) -> list[int]:
-        epoch = _stream(files, collator, rank, 2, block_rows=100).batches(8, seed=10 + rank, order_seed=order_seed)
-        return [max(map(len, ex.tokens)) for _, ex in epoch]
-
-    shared = np.corrcoef(widths(0, 7), widths(1, 7))[0, 1]
-    own = np.corrcoef(widths(0, None), widths(1, None))[0, 1]  # each rank's order from its own seed, as before
-    assert shared > 0.9 > 0.5 > abs(own)

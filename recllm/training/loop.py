@@ -257,9 +257,8 @@ def _train(plan: TrainingPlan, rank: int, world: int, device, use_cuda: bool) ->
         machine_rate = _all_reduce([0.0 if use_cuda else matmul_rate()])[0]
         losses, epoch_start, epoch_examples, epoch_tokens = [], time.time(), 0, 0
         flops = counted_tokens = 0.0
-        epoch_seed = plan.seed + state["epoch"] * 1000
-        batches = train.batches(bs, epoch_seed + rank, tuple(state["position"]), plan.lm_fraction if use_lm else 0.0,
-                                order_seed=epoch_seed)
+        batches = train.batches(bs, plan.seed + state["epoch"] * 1000 + rank, tuple(state["position"]),
+                                plan.lm_fraction if use_lm else 0.0)
         # progress lines from rank 0 only (every rank runs n_batches); made inline, so a break ends them at once
         for position, ex in (progress(batches, n_batches - state["batch"], f"epoch {state['epoch']}", "batch", log)
                              if rank == 0 else batches):

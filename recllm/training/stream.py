@@ -3,11 +3,7 @@
 Memory holds one block of rows (`block_rows`), never the whole shard, so it does not grow
 with the number of examples. Each epoch visits the blocks in file order; inside a block
 the rows are shuffled, grouped by token length (their LM target, drawn for the epoch
-first, included) into batches (little padding), and the batches shuffled. The batches'
-order is drawn from a seed every rank shares: at each step every rank takes the batch of
-the same length quantile of its block, so under DDP no rank waits at the gradient
-all-reduce for another's longer batch (a batch's time tracks its length: on Office,
-60-480 ms at 128 rows). Objectives stay
+first, included) into batches (little padding), and the batches shuffled. Objectives stay
 mixed in every batch: batches of one objective each trained the demo's model to half its
 click recall. A batch is thus named by (block, batch within the block), and that
 position, saved in checkpoints, is all a resumed run needs to continue mid-epoch with
@@ -155,22 +151,16 @@ class ShardStream:
                 yield b, self._encode(table.filter(usable_rows(table, self.split, self.objectives, self.known)))
 
     def batches(self, batch_size: int, seed: int, start: tuple[int, int] = (0, 0),
-                lm_fraction: float = 1.0, order_seed: int | None = None) -> Iterator[tuple[tuple[int, int], Examples]]:
+                lm_fraction: float = 1.0) -> Iterator[tuple[tuple[int, int], Examples]]:
         """((block, batch) position, examples) of one epoch, from position `start` on.
 
-        `seed` fixes which rows share a batch and which keep their LM target (each with
-        probability `lm_fraction`); `order_seed` (default: `seed`), the same on every rank,
-        fixes the order of the batches: one random key per step of the epoch, and a block's
-        batches taken shortest first in the order of their steps' keys. The same seeds and
-        start give the same batches.
+        `seed` fixes the epoch's order and which examples keep their LM target (each with
+        probability `lm_fraction`); the same seed and start give the same batches.
         """
-        counts = self.batch_counts(batch_size)
-        keys = np.random.default_rng(seed if order_seed is None else order_seed).random(sum(counts))
-        first_step = np.concatenate([[0], np.cumsum(counts)])
         for b, block in self.blocks(start[0]):
             rng = np.random.default_rng([seed, b])
             block.lm_target = lm_sample(block.lm_target, lm_fraction, rng)
-            order = length_buckets(block.lengths(), batch_size, rng, keys[first_step[b]:first_step[b + 1]])
+            order = length_buckets(block.lengths(), batch_size, rng)
             for i in range(start[1] if b == start[0] else 0, len(order)):
                 yield (b, i), block.take(order[i])
 
@@ -205,14 +195,9 @@ def lm_sample(targets: list, fraction: float, rng: np.random.Generator) -> list:
     return [t if k else None for t, k in zip(targets, keep)]
 
 
-def length_buckets(lengths: np.ndarray, batch_size: int, rng: np.random.Generator,
-                   step_keys: np.ndarray) -> list[np.ndarray]:
-    """Batches of similar length (shuffled, sorted by length, cut), in the order of `step_keys` (one random key
-    per batch): the step with the k-th smallest key takes the k-th shortest batch, so ranks drawing the same keys
-    step through batches of the same length quantile together."""
+def length_buckets(lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Batches of similar length, in random order: shuffled, sorted by length, cut, shuffled."""
     shuffled = rng.permutation(len(lengths))
     by_length = shuffled[np.argsort(np.asarray(lengths)[shuffled], kind="stable")]
     batches = [by_length[i:i + batch_size] for i in range(0, len(by_length), batch_size)]
-    if len(step_keys) != len(batches):
-        raise ValueError(f"{len(step_keys)} step keys for {len(batches)} batches")
-    return [batches[k] for k in np.argsort(np.argsort(step_keys, kind="stable"))]
+    return [batches[i] for i in rng.permutation(len(batches))]
