@@ -11,7 +11,7 @@ repeated). Side by side, `--repeats` times, it runs:
     FLOPs from every 20th batch, which on so few steps is two batches per rank, and a batch's
     FLOPs per token vary with its length; so the fraction printed is of the FLOPs of every
     batch the 1x runs train on, counted once here (untimed: FLOPs depend on shapes, not on
-    weights), over the time the run measured;
+    weights), over the time and the rate the run measured;
   * a minimal single-process PyTorch loop (forward and backward under the same autocast,
     clip, AdamW step; the faster of one thread and all cores) of the same initial model
     over the same batches, collated in advance.
