@@ -6,12 +6,13 @@ Builds the demo's synthetic lakehouse and the default model's plan, then writes 
 prompt files of `--rows` training rows (1x) and of ten times as many (10x, the same rows
 repeated). Side by side, `--repeats` times, it runs:
   * the project's training (`train_fn` under TorchDistributor, 2 local processes, the
-    default config) for `--steps` optimizer steps on 1x and on 10x: peak RSS per rank, and
-    the epoch's FLOP/s over the fp32 matmul rate that run measured. The loop estimates its
-    FLOPs from every 20th batch, which on so few steps is two batches per rank, and a batch's
-    FLOPs per token vary with its length; so the fraction printed is of the FLOPs of every
-    batch the 1x runs train on, counted once here (untimed: FLOPs depend on shapes, not on
-    weights), over the time and the rate the run measured;
+    default config: batches cut to equal estimated cost) for `--steps` optimizer steps
+    on 1x and on 10x: peak RSS per rank, and the epoch's FLOP/s over the fp32 matmul rate
+    that run measured. The loop estimates its FLOPs from every 20th batch, which on so few
+    steps is two batches per rank, and a batch's FLOPs per token vary with its length; so
+    the fraction printed is of the FLOPs of every batch the 1x runs train on, counted once
+    here (untimed: FLOPs depend on shapes, not on weights), over the time and the rate the
+    run measured;
   * a minimal single-process PyTorch loop (forward and backward under the same autocast,
     clip, AdamW step; the faster of one thread and all cores) of the same initial model
     over the same batches, collated in advance.
@@ -93,7 +94,8 @@ def plain_batches(plan: TrainingPlan, steps: int):
     batches = []
     for rank in range(2):
         stream = ShardStream(plan.files, rank, 2, "train", collator, index, lm_tokens, None, plan.block_rows)
-        for n, (_, ex) in enumerate(stream.batches(plan.batch_size, plan.seed + rank, lm_fraction=plan.lm_fraction)):
+        for n, (_, ex) in enumerate(stream.batches(plan.batch_size, plan.seed + rank, lm_fraction=plan.lm_fraction,
+                                                    balance=plan.batch_balance)):
             if n == steps:
                 break
             targets = LossTargets(items=torch.as_tensor(ex.item), labels=torch.as_tensor(ex.label, dtype=torch.float32),
@@ -102,14 +104,25 @@ def plain_batches(plan: TrainingPlan, steps: int):
     return batches, catalog
 
 
+def initial_model(plan: TrainingPlan) -> URM:
+    """The model every rank starts from, in training mode."""
+    return URM.from_pretrained(os.path.join(plan.work_dir, INITIAL_DIR)).train()
+
+
+def forward_backward(model: URM, catalog, plan: TrainingPlan, batch, targets) -> None:
+    """One batch's loss and gradients, under the project's precision: the arithmetic its ranks do."""
+    with training_autocast(plan.precision, use_cuda=False):
+        loss, _ = model(batch, catalog, targets)
+        loss.backward()
+
+
 def counted_flops(plan: TrainingPlan, batches, catalog) -> float:
     """FLOPs of forward and backward over every batch, as `FlopCounterMode` counts them (untimed)."""
-    model = URM.from_pretrained(os.path.join(plan.work_dir, INITIAL_DIR)).train()
+    model = initial_model(plan)
     total = 0.0
     for batch, targets, _ in batches:
-        with flop_counter() as counter, training_autocast(plan.precision, use_cuda=False):
-            loss, _ = model(batch, catalog, targets)
-            loss.backward()
+        with flop_counter() as counter:
+            forward_backward(model, catalog, plan, batch, targets)
         model.zero_grad(set_to_none=True)
         total += counter.get_total_flops()
     return total
@@ -119,15 +132,11 @@ def plain_loop(plan: TrainingPlan, batches, catalog, threads: int) -> float:
     """Examples/s of forward, backward, clip and AdamW step over pre-collated batches, one process."""
     torch.set_num_threads(threads)
     torch.manual_seed(plan.seed)
-    model = URM.from_pretrained(os.path.join(plan.work_dir, INITIAL_DIR)).train()
+    model = initial_model(plan)
     optimizer = torch.optim.AdamW(model.parameters(), lr=plan.lr, weight_decay=plan.weight_decay)
 
-    autocast = training_autocast(plan.precision, use_cuda=False)  # the project's precision: the same arithmetic
-
     def step(batch, targets) -> None:
-        with autocast:
-            loss, _ = model(batch, catalog, targets)
-            loss.backward()
+        forward_backward(model, catalog, plan, batch, targets)
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -157,7 +166,7 @@ def main() -> None:
     plans = {name: dataclasses.replace(plan, files=f, epochs=1, patience=2, max_steps=args.steps)
              for name, f in files.items()}
     batches, catalog = plain_batches(plans["1x"], args.steps)
-    flops_1x, examples_1x = counted_flops(plan, batches, catalog), sum(n for _, _, n in batches)
+    flops_1x, examples_1x = counted_flops(plans["1x"], batches, catalog), sum(n for _, _, n in batches)
 
     runs: dict[str, list] = {"1x": [], "10x": [], "plain": []}
     for r in range(args.repeats):
@@ -175,7 +184,8 @@ def main() -> None:
         return statistics.median(run[key] for run in runs[name])
 
     plain = statistics.median(runs["plain"])
-    print(f"\nmachine: {os.cpu_count()} cores; {args.steps} steps of 2 x {plan.batch_size} examples per run; "
+    print(f"\nmachine: {os.cpu_count()} cores; {args.steps} steps of 2 batches per run ({examples_1x} examples on 1x; "
+          f"batches of {plan.batch_size} rows on average, cut by {plan.batch_balance}); "
           f"1x = {args.rows} training rows, 10x = {10 * args.rows}")
     print(f"1x: {flops_1x / examples_1x / 1e6:.1f} MFLOP per example, every batch counted")
     print("| run | examples/s | peak RSS per rank (MiB) | matmul fraction (the loop's estimate) |")

@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from recllm.model.batching import Collator
-from recllm.training.stream import ShardStream, length_buckets
+from recllm.training.stream import ShardStream, equal_cost_cuts, length_buckets, row_cost
 from tests.helpers import N_ITEMS, tiny_model
 
 ITEM_IDS = [f"i{k}" for k in range(N_ITEMS)]
@@ -139,3 +139,38 @@ def test_length_buckets_cut_a_block_into_batches_of_at_most_the_batch_size():
     batches = length_buckets(lengths, 16, rng)
     assert sorted(np.concatenate(batches).tolist()) == list(range(100))
     assert max(map(len, batches)) == 16 and len(batches) == 7
+
+
+def test_equal_cost_batches_keep_the_batch_count_and_even_out_the_cost():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(10, 90, 1000)
+    costs = row_cost(lengths, np.zeros_like(lengths))
+    by_rows = length_buckets(lengths, 128, np.random.default_rng(1))
+    by_cost = length_buckets(lengths, 128, np.random.default_rng(1), costs)
+    assert len(by_cost) == len(by_rows) == 8
+    assert sorted(np.concatenate(by_cost).tolist()) == list(range(1000))
+    cost_of = [[costs[b].sum() for b in batches] for batches in (by_rows, by_cost)]
+    assert np.ptp(cost_of[1]) < 0.1 * np.mean(cost_of[1]) < np.ptp(cost_of[0])
+    assert max(map(len, by_cost)) > 128 > min(map(len, by_cost))  # short rows share a batch with more of their kind
+
+
+def test_row_cost_grows_faster_than_the_tokens_and_counts_lm_tokens_more():
+    assert row_cost(np.array([80]), np.array([0]))[0] > 2 * row_cost(np.array([40]), np.array([0]))[0]
+    assert row_cost(np.array([40]), np.array([12]))[0] > row_cost(np.array([40]), np.array([0]))[0]
+
+
+def test_equal_cost_cuts_leave_no_batch_empty_even_when_one_row_outweighs_the_rest():
+    cuts = equal_cost_cuts(np.array([1.0, 1.0, 1.0, 100.0, 1.0]), 4)
+    sizes = np.diff(np.concatenate([[0], cuts, [5]]))
+    assert len(sizes) == 4 and sizes.min() >= 1 and sizes.sum() == 5
+
+
+def test_a_stream_cuts_by_rows_or_by_cost_into_the_same_number_of_batches(prompt_files, collator):
+    stream = _stream(prompt_files, collator, block_rows=64)
+    by_rows = [ex for _, ex in stream.batches(8, seed=1, balance="rows")]
+    by_cost = [ex for _, ex in stream.batches(8, seed=1)]
+    assert len(by_rows) == len(by_cost) == sum(stream.batch_counts(8))
+    assert sum(map(len, by_cost)) == sum(map(len, by_rows)) == len(stream)
+    assert max(map(len, by_rows)) == 8 and max(map(len, by_cost)) > 8
+    with pytest.raises(ValueError, match="batch balance"):
+        next(stream.batches(8, seed=1, balance="tokens"))

@@ -230,6 +230,7 @@ def prepare_training(lake: Lake, ds: str, config, id_only: bool = False, start: 
         max_train_examples=t.max_train_examples,
         block_rows=t.block_rows,
         lm_fraction=t.lm_fraction,
+        batch_balance=t.batch_balance,
     )
 
 

@@ -70,6 +70,7 @@ class TrainingPlan:
     warmup_fraction: float = 0.05
     flop_sample_every: int = 20  # count the FLOPs of every n-th batch (the counter slows the batch it counts)
     precision: str = "auto"  # auto (bf16 autocast on a GPU, fp32 on a CPU) | fp32 | bf16
+    batch_balance: str = "cost"  # cost: batches cut to equal estimated cost (no rank waits for another) | rows
 
 
 def training_autocast(precision: str, use_cuda: bool) -> torch.autocast:
@@ -258,7 +259,7 @@ def _train(plan: TrainingPlan, rank: int, world: int, device, use_cuda: bool) ->
         losses, epoch_start, epoch_examples, epoch_tokens = [], time.time(), 0, 0
         flops = counted_tokens = 0.0
         batches = train.batches(bs, plan.seed + state["epoch"] * 1000 + rank, tuple(state["position"]),
-                                plan.lm_fraction if use_lm else 0.0)
+                                plan.lm_fraction if use_lm else 0.0, plan.batch_balance)
         # progress lines from rank 0 only (every rank runs n_batches); made inline, so a break ends them at once
         for position, ex in (progress(batches, n_batches - state["batch"], f"epoch {state['epoch']}", "batch", log)
                              if rank == 0 else batches):
@@ -274,9 +275,12 @@ def _train(plan: TrainingPlan, rank: int, world: int, device, use_cuda: bool) ->
             )
             tokens = int(batch.attention_mask.sum())
             counter = flop_counter() if b % plan.flop_sample_every == 0 else None
+            # equal-cost batches differ in rows: weigh each rank's mean by its rows, so every row of the step
+            # counts alike once DDP averages the ranks' gradients
+            weight = len(ex) * world / _all_reduce([len(ex)])[0] if plan.batch_balance == "cost" and world > 1 else 1.0
             with counter or contextlib.nullcontext(), autocast:
                 loss, parts = ddp(batch, catalog, targets)
-                (loss / accum).backward()
+                (loss * (weight / accum)).backward()
             if counter is not None:
                 flops += counter.get_total_flops()
                 counted_tokens += tokens

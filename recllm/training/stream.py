@@ -3,8 +3,11 @@
 Memory holds one block of rows (`block_rows`), never the whole shard, so it does not grow
 with the number of examples. Each epoch visits the blocks in file order; inside a block
 the rows are shuffled, grouped by token length (their LM target, drawn for the epoch
-first, included) into batches (little padding), and the batches shuffled. Objectives stay
-mixed in every batch: batches of one objective each trained the demo's model to half its
+first, included) into batches (little padding), and the batches shuffled. The batches are
+cut to an equal estimated cost, not an equal row count (`batch_balance`): under DDP every
+rank waits at each step's gradient all-reduce for the slowest, and a batch's time follows
+its tokens (on Office, 60-480 ms for 128 rows), so batches of equal rows but random
+lengths left the faster rank idle. Objectives stay mixed in every batch: batches of one objective each trained the demo's model to half its
 click recall. A batch is thus named by (block, batch within the block), and that
 position, saved in checkpoints, is all a resumed run needs to continue mid-epoch with
 the very batches it would have seen.
@@ -27,6 +30,9 @@ log = logging.getLogger(__name__)
 
 COLUMNS = ["objective", "split", "prompt_text", "history_item_ids", "target_item_ids", "label"]
 COUNT_COLUMNS = ["objective", "split", "history_item_ids", "target_item_ids"]
+BALANCES = ("cost", "rows")
+WIDTH_DOUBLING = 90.0  # row_cost: the width in tokens at which a token's time doubles
+LM_TOKEN_EXTRA = 1.4  # row_cost: an LM tail token's extra time, in prompt tokens
 
 
 @dataclass
@@ -55,6 +61,10 @@ class Examples:
     def lengths(self) -> np.ndarray:
         """Tokens per example, its LM tail included (the collator adds as many more to every row)."""
         return np.array([len(t) + lm_tail_length(lm) for t, lm in zip(self.tokens, self.lm_target)], dtype=np.int64)
+
+    def costs(self) -> np.ndarray:
+        """Each example's estimated share of a training step's time (`row_cost`)."""
+        return row_cost(self.lengths(), np.array([lm_tail_length(lm) for lm in self.lm_target], dtype=np.int64))
 
 
 def shard_ranges(row_counts: list[int], rank: int, world: int) -> list[tuple[int, int, int]]:
@@ -151,16 +161,21 @@ class ShardStream:
                 yield b, self._encode(table.filter(usable_rows(table, self.split, self.objectives, self.known)))
 
     def batches(self, batch_size: int, seed: int, start: tuple[int, int] = (0, 0),
-                lm_fraction: float = 1.0) -> Iterator[tuple[tuple[int, int], Examples]]:
+                lm_fraction: float = 1.0, balance: str = "cost") -> Iterator[tuple[tuple[int, int], Examples]]:
         """((block, batch) position, examples) of one epoch, from position `start` on.
 
         `seed` fixes the epoch's order and which examples keep their LM target (each with
-        probability `lm_fraction`); the same seed and start give the same batches.
+        probability `lm_fraction`); the same seed and start give the same batches. A block
+        of n examples gives ceil(n / `batch_size`) batches either way; `balance` says how
+        they are cut: "cost" (equal estimated cost, so short rows share a batch with more
+        of their kind) or "rows" (`batch_size` rows each, the last one short).
         """
+        if balance not in BALANCES:
+            raise ValueError(f"batch balance must be one of {BALANCES}, got {balance!r}")
         for b, block in self.blocks(start[0]):
             rng = np.random.default_rng([seed, b])
             block.lm_target = lm_sample(block.lm_target, lm_fraction, rng)
-            order = length_buckets(block.lengths(), batch_size, rng)
+            order = length_buckets(block.lengths(), batch_size, rng, block.costs() if balance == "cost" else None)
             for i in range(start[1] if b == start[0] else 0, len(order)):
                 yield (b, i), block.take(order[i])
 
@@ -195,9 +210,44 @@ def lm_sample(targets: list, fraction: float, rng: np.random.Generator) -> list:
     return [t if k else None for t, k in zip(targets, keep)]
 
 
-def length_buckets(lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
-    """Batches of similar length, in random order: shuffled, sorted by length, cut, shuffled."""
-    shuffled = rng.permutation(len(lengths))
+def row_cost(lengths: np.ndarray, lm_lengths: np.ndarray) -> np.ndarray:
+    """A row's estimated share of a training step's time, from its tokens (LM tail included) and LM tail tokens.
+
+    Fitted to 60 Office batches timed on one CPU thread (r = 0.98): a token's time grows with
+    the row's width (attention; doubling at about `WIDTH_DOUBLING` tokens), and an LM token
+    costs `LM_TOKEN_EXTRA` more for its vocabulary-wide head. Only the ratios matter: batches
+    are cut to equal sums of it.
+    """
+    lengths = np.asarray(lengths, dtype=np.float64)
+    return lengths * (1.0 + lengths / WIDTH_DOUBLING) + LM_TOKEN_EXTRA * np.asarray(lm_lengths, dtype=np.float64)
+
+
+def equal_cost_cuts(costs: np.ndarray, n_batches: int) -> np.ndarray:
+    """Where to cut rows (in order) into `n_batches` non-empty runs of about equal summed cost."""
+    n = len(costs)
+    share = float(np.sum(costs)) / n_batches
+    midpoints = np.cumsum(costs) - np.asarray(costs) / 2.0  # a row goes to the batch its cost's middle falls in
+    cuts = np.searchsorted(midpoints, share * np.arange(1, n_batches)).astype(np.int64)
+    for j in range(len(cuts)):  # at least one row per batch, on both sides
+        cuts[j] = min(max(cuts[j], cuts[j - 1] + 1 if j else 1), n - (n_batches - 1 - j))
+    return cuts
+
+
+def length_buckets(lengths: np.ndarray, batch_size: int, rng: np.random.Generator,
+                   costs: np.ndarray | None = None) -> list[np.ndarray]:
+    """ceil(n / batch_size) batches of similar length, in random order: shuffled, sorted by length, cut, shuffled.
+
+    Cut every `batch_size` rows, or with `costs` (per row) into batches of about equal summed cost.
+    """
+    n = len(lengths)
+    if n == 0:
+        return []
+    shuffled = rng.permutation(n)
     by_length = shuffled[np.argsort(np.asarray(lengths)[shuffled], kind="stable")]
-    batches = [by_length[i:i + batch_size] for i in range(0, len(by_length), batch_size)]
+    n_batches = -(-n // batch_size)
+    if costs is None:
+        cuts = np.arange(batch_size, n, batch_size)
+    else:
+        cuts = equal_cost_cuts(np.asarray(costs, dtype=np.float64)[by_length], n_batches)
+    batches = np.split(by_length, cuts)
     return [batches[i] for i in rng.permutation(len(batches))]
