@@ -7,8 +7,8 @@ first, included) into batches (little padding), and the batches shuffled. The ba
 cut to an equal estimated cost, not an equal row count (`batch_balance`): under DDP every
 rank waits at each step's gradient all-reduce for the slowest, and a batch's time follows
 its tokens (on Office, 60-480 ms for 128 rows), so batches of equal rows but random
-lengths left the faster rank idle. Objectives stay mixed in every batch: batches of one objective each trained the demo's model to half its
-click recall. A batch is thus named by (block, batch within the block), and that
+lengths left the faster rank idle. Objectives stay mixed in every batch: batches of one
+objective each trained the demo's model to half its click recall. A batch is thus named by (block, batch within the block), and that
 position, saved in checkpoints, is all a resumed run needs to continue mid-epoch with
 the very batches it would have seen.
 """
