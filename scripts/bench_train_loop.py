@@ -6,9 +6,8 @@ Builds the demo's synthetic lakehouse and the default model's plan, then writes 
 prompt files of `--rows` training rows (1x) and of ten times as many (10x, the same rows
 repeated). Side by side, `--repeats` times, it runs:
   * the project's training (`train_fn` under TorchDistributor, 2 local processes, the
-    default config: batches cut to equal estimated cost) for `--steps` optimizer steps
-    on 1x and on 10x: peak RSS per rank, and the epoch's FLOP/s over the fp32 matmul rate
-    that run measured. The loop estimates its FLOPs from every 20th batch, which on so few
+    default config) for `--steps` optimizer steps on 1x and on 10x: peak RSS per rank,
+    and the epoch's FLOP/s over the fp32 matmul rate that run measured. The loop estimates its FLOPs from every 20th batch, which on so few
     steps is two batches per rank, and a batch's FLOPs per token vary with its length; so
     the fraction printed is of the FLOPs of every batch the 1x runs train on, counted once
     here (untimed: FLOPs depend on shapes, not on weights), over the time and the rate the

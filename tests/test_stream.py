@@ -167,8 +167,8 @@ def test_equal_cost_cuts_leave_no_batch_empty_even_when_one_row_outweighs_the_re
 
 def test_a_stream_cuts_by_rows_or_by_cost_into_the_same_number_of_batches(prompt_files, collator):
     stream = _stream(prompt_files, collator, block_rows=64)
-    by_rows = [ex for _, ex in stream.batches(8, seed=1, balance="rows")]
-    by_cost = [ex for _, ex in stream.batches(8, seed=1)]
+    by_rows = [ex for _, ex in stream.batches(8, seed=1)]
+    by_cost = [ex for _, ex in stream.batches(8, seed=1, balance="cost")]
     assert len(by_rows) == len(by_cost) == sum(stream.batch_counts(8))
     assert sum(map(len, by_cost)) == sum(map(len, by_rows)) == len(stream)
     assert max(map(len, by_rows)) == 8 and max(map(len, by_cost)) > 8

@@ -70,7 +70,7 @@ class TrainingPlan:
     warmup_fraction: float = 0.05
     flop_sample_every: int = 20  # count the FLOPs of every n-th batch (the counter slows the batch it counts)
     precision: str = "auto"  # auto (bf16 autocast on a GPU, fp32 on a CPU) | fp32 | bf16
-    batch_balance: str = "cost"  # cost: batches cut to equal estimated cost (no rank waits for another) | rows
+    batch_balance: str = "rows"  # rows | cost: batches cut to equal estimated cost (no rank waits for another)
 
 
 def training_autocast(precision: str, use_cuda: bool) -> torch.autocast:

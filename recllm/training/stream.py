@@ -3,11 +3,11 @@
 Memory holds one block of rows (`block_rows`), never the whole shard, so it does not grow
 with the number of examples. Each epoch visits the blocks in file order; inside a block
 the rows are shuffled, grouped by token length (their LM target, drawn for the epoch
-first, included) into batches (little padding), and the batches shuffled. The batches are
-cut to an equal estimated cost, not an equal row count (`batch_balance`): under DDP every
-rank waits at each step's gradient all-reduce for the slowest, and a batch's time follows
-its tokens (on Office, 60-480 ms for 128 rows), so batches of equal rows but random
-lengths left the faster rank idle. Objectives stay mixed in every batch: batches of one
+first, included) into batches (little padding), and the batches shuffled. The batches may
+be cut to an equal estimated cost instead of an equal row count (`balance="cost"`): under
+DDP every rank waits at each step's gradient all-reduce for the slowest, and a batch's time
+follows its tokens (on Office, 60-480 ms for 128 rows), so batches of equal rows but random
+lengths leave the faster rank idle. Objectives stay mixed in every batch: batches of one
 objective each trained the demo's model to half its click recall. A batch is thus named by (block, batch within the block), and that
 position, saved in checkpoints, is all a resumed run needs to continue mid-epoch with
 the very batches it would have seen.
@@ -161,7 +161,7 @@ class ShardStream:
                 yield b, self._encode(table.filter(usable_rows(table, self.split, self.objectives, self.known)))
 
     def batches(self, batch_size: int, seed: int, start: tuple[int, int] = (0, 0),
-                lm_fraction: float = 1.0, balance: str = "cost") -> Iterator[tuple[tuple[int, int], Examples]]:
+                lm_fraction: float = 1.0, balance: str = "rows") -> Iterator[tuple[tuple[int, int], Examples]]:
         """((block, batch) position, examples) of one epoch, from position `start` on.
 
         `seed` fixes the epoch's order and which examples keep their LM target (each with
