@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from recllm.model.batching import Collator
-from recllm.training.stream import ShardStream, equal_cost_cuts, length_buckets, row_cost
+from recllm.training.stream import RowsPerBatch, ShardStream, equal_cost_cuts, length_buckets, row_cost
 from tests.helpers import N_ITEMS, tiny_model
 
 ITEM_IDS = [f"i{k}" for k in range(N_ITEMS)]
@@ -174,3 +174,34 @@ def test_a_stream_cuts_by_rows_or_by_cost_into_the_same_number_of_batches(prompt
     assert max(map(len, by_rows)) == 8 and max(map(len, by_cost)) > 8
     with pytest.raises(ValueError, match="batch balance"):
         next(stream.batches(8, seed=1, balance="tokens"))
+
+
+def test_a_stream_counts_its_retrieval_and_ctr_rows_as_its_batches_hold_them(prompt_files, collator):
+    stream = _stream(prompt_files, collator, block_rows=64)
+    batches = [ex for _, ex in stream.batches(8, seed=1)]
+    retrieval, ctr = stream.kind_counts()
+    assert retrieval == sum(int(ex.retrieval.sum()) for ex in batches) > 0
+    assert ctr == sum(int(ex.ctr.sum()) for ex in batches) > 0
+    assert retrieval + ctr == len(stream)
+
+
+def test_rows_per_batch_weighs_each_loss_term_by_its_rows_so_every_row_counts_alike(prompt_files, collator):
+    stream = _stream(prompt_files, collator, block_rows=64)
+    retrieval, ctr = stream.kind_counts()
+    n_batches = sum(stream.batch_counts(8))
+    expected = RowsPerBatch(len(stream) / n_batches, retrieval / n_batches, ctr / n_batches, 0.0)
+    weights = np.array([expected.weights(ex) for _, ex in stream.batches(8, seed=1, balance="cost")])
+    assert weights[:, 0].mean() == pytest.approx(1.0) and weights[:, 1].mean() == pytest.approx(1.0)
+    assert weights[:, 0].std() > 0  # batches differ in their mix, and their weights say so
+    assert (weights[:, 2] == 1.0).all()  # no LM rows expected: the LM term keeps its plain mean
+    _, half = next(stream.batches(8, seed=1))
+    twice = RowsPerBatch(len(half) * 2.0, float(half.retrieval.sum()) * 2, float(half.ctr.sum()) * 2, 0.0)
+    ret_w, ctr_w, _ = twice.weights(half)
+    assert (ret_w, ctr_w) == (0.5, 0.5)
+
+
+def test_a_step_with_more_rows_than_expected_is_clipped_at_a_larger_norm_in_proportion():
+    expected = RowsPerBatch(rows=100.0, retrieval=60.0, ctr=40.0, lm=15.0)
+    assert expected.clip_norm(step_rows=200.0, batches=2) == 1.0  # two ranks' batches of the expected rows
+    assert expected.clip_norm(step_rows=300.0, batches=2) == 1.5
+    assert expected.clip_norm(step_rows=50.0, batches=1) == 0.5

@@ -266,3 +266,15 @@ def test_a_corrupted_checkpoint_is_named_in_the_error(world, tmp_path):
     os.remove(os.path.join(latest, "optimizer.safetensors"))
     with pytest.raises(FileNotFoundError, match="missing optimizer.safetensors"):
         load_checkpoint(plan.work_dir, model, torch.optim.AdamW(model.parameters()), "cpu")
+
+
+def test_batches_cut_to_equal_cost_train_an_epoch_with_as_many_batches_as_equal_rows(world, tmp_path):
+    results = {}
+    for balance in ("rows", "cost"):
+        config = load_config(overrides={"train": {"model_root": str(tmp_path / balance), "epochs": 1,
+                                                  "batch_balance": balance, "max_train_examples": 600}})
+        results[balance] = train_fn(prepare_training(world["lake"], world["ds"], config))
+    assert results["cost"]["steps"] == results["rows"]["steps"] > 0
+    rows, cost = (results[b]["history"][0] for b in ("rows", "cost"))
+    assert cost["examples_per_s"] > 0 and np.isfinite(cost["loss"])
+    assert abs(cost["loss"] - rows["loss"]) < 0.25 * rows["loss"]  # rows weighed alike: the same objective

@@ -247,6 +247,7 @@ class LossTargets:
     labels: torch.Tensor  # [B] CTR label; nan for retrieval examples
     sampling_probs: torch.Tensor | None = None  # None: full softmax over the catalogue
     num_negatives: int = 0
+    retrieval_weight: float = 1.0
     ctr_weight: float = 1.0
     lm_weight: float = 0.0
 
@@ -579,7 +580,7 @@ class URM(nn.Module):
         if is_retrieval.any():
             parts["retrieval"] = self.retrieval_loss(users[is_retrieval], t.items[is_retrieval], catalog,
                                                      t.sampling_probs, t.num_negatives)
-            total = total + parts["retrieval"]
+            total = total + t.retrieval_weight * parts["retrieval"]
         if is_ctr.any():
             history = None
             if self.ctr_history_weight is not None:

@@ -29,7 +29,7 @@ from recllm.model.urm import TEXT_HEAD_LR_SCALE, URM, ItemCatalog, LossTargets, 
 from recllm.progress import progress
 from recllm.training.checkpoints import load_checkpoint, save_checkpoint
 from recllm.training.flops import flop_counter, matmul_rate
-from recllm.training.stream import ShardStream, lm_target_tokens
+from recllm.training.stream import RowsPerBatch, ShardStream, lm_target_tokens
 
 log = logging.getLogger(__name__)
 
@@ -222,6 +222,11 @@ def _train(plan: TrainingPlan, rank: int, world: int, device, use_cuda: bool) ->
                     fewest, most)
     n_batches = fewest
     n_train = int(_all_reduce([len(train)])[0])
+    rows_per_batch = None
+    if plan.batch_balance == "cost":  # batches of equal cost differ in rows: each row is to count alike
+        retrieval_rows, ctr_rows, all_batches = _all_reduce([*train.kind_counts(), sum(train.batch_counts(bs))])
+        rows_per_batch = RowsPerBatch(n_train / all_batches, retrieval_rows / all_batches, ctr_rows / all_batches,
+                                      (plan.lm_fraction if use_lm else 0.0) * retrieval_rows / all_batches)
     log.info("rank %d/%d: %d train, %d valid examples (global train %d), %d batches per epoch in blocks of %d rows",
              rank, world, len(train), len(valid), n_train, n_batches, plan.block_rows)
     if n_batches == 0:
@@ -258,6 +263,7 @@ def _train(plan: TrainingPlan, rank: int, world: int, device, use_cuda: bool) ->
         machine_rate = _all_reduce([0.0 if use_cuda else matmul_rate()])[0]
         losses, epoch_start, epoch_examples, epoch_tokens = [], time.time(), 0, 0
         flops = counted_tokens = 0.0
+        window_rows = window_batches = 0
         batches = train.batches(bs, plan.seed + state["epoch"] * 1000 + rank, tuple(state["position"]),
                                 plan.lm_fraction if use_lm else 0.0, plan.batch_balance)
         # progress lines from rank 0 only (every rank runs n_batches); made inline, so a break ends them at once
@@ -267,25 +273,28 @@ def _train(plan: TrainingPlan, rank: int, world: int, device, use_cuda: bool) ->
             if b >= n_batches:
                 break
             batch = collator(ex.tokens, ex.history, ex.lm_target if use_lm else None).to(device)
+            retrieval_weight, ctr_weight, lm_weight = rows_per_batch.weights(ex) if rows_per_batch else (1.0,) * 3
             targets = LossTargets(
                 items=torch.as_tensor(ex.item, device=device),
                 labels=torch.as_tensor(ex.label, device=device, dtype=torch.float32),
-                sampling_probs=sampling, num_negatives=plan.num_negatives,
-                ctr_weight=plan.ctr_loss_weight, lm_weight=plan.lm_loss_weight if use_lm else 0.0,
+                sampling_probs=sampling, num_negatives=plan.num_negatives, retrieval_weight=retrieval_weight,
+                ctr_weight=plan.ctr_loss_weight * ctr_weight,
+                lm_weight=plan.lm_loss_weight * lm_weight if use_lm else 0.0,
             )
             tokens = int(batch.attention_mask.sum())
             counter = flop_counter() if b % plan.flop_sample_every == 0 else None
-            # equal-cost batches differ in rows: weigh each rank's mean by its rows, so every row of the step
-            # counts alike once DDP averages the ranks' gradients
-            weight = len(ex) * world / _all_reduce([len(ex)])[0] if plan.batch_balance == "cost" and world > 1 else 1.0
             with counter or contextlib.nullcontext(), autocast:
                 loss, parts = ddp(batch, catalog, targets)
-                (loss * (weight / accum)).backward()
+                (loss / accum).backward()
             if counter is not None:
                 flops += counter.get_total_flops()
                 counted_tokens += tokens
+            window_rows, window_batches = window_rows + len(ex), window_batches + 1
             if (b + 1) % accum == 0 or b + 1 == n_batches:
-                clip_each_group(optimizer, 1.0)
+                max_norm = (rows_per_batch.clip_norm(_all_reduce([window_rows])[0], world * window_batches)
+                            if rows_per_batch else 1.0)
+                clip_each_group(optimizer, max_norm)
+                window_rows = window_batches = 0
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)

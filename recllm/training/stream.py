@@ -29,7 +29,7 @@ from recllm.model.batching import MAX_LM_TARGET_TOKENS, Collator, lm_tail_length
 log = logging.getLogger(__name__)
 
 COLUMNS = ["objective", "split", "prompt_text", "history_item_ids", "target_item_ids", "label"]
-COUNT_COLUMNS = ["objective", "split", "history_item_ids", "target_item_ids"]
+COUNT_COLUMNS = ["objective", "split", "history_item_ids", "target_item_ids", "label"]
 BALANCES = ("cost", "rows")
 WIDTH_DOUBLING = 90.0  # row_cost: the width in tokens at which a token's time doubles
 LM_TOKEN_EXTRA = 1.4  # row_cost: an LM tail token's extra time, in prompt tokens
@@ -49,6 +49,10 @@ class Examples:
     def retrieval(self) -> np.ndarray:
         return np.isnan(self.label) & (self.item >= 0)
 
+    @property
+    def ctr(self) -> np.ndarray:
+        return ~np.isnan(self.label)
+
     def __len__(self) -> int:
         return len(self.tokens)
 
@@ -58,13 +62,15 @@ class Examples:
             self.label[idx], [self.lm_target[i] for i in idx],
         )
 
-    def lengths(self) -> np.ndarray:
-        """Tokens per example, its LM tail included (the collator adds as many more to every row)."""
-        return np.array([len(t) + lm_tail_length(lm) for t, lm in zip(self.tokens, self.lm_target)], dtype=np.int64)
+    def lm_lengths(self) -> np.ndarray:
+        """LM tail tokens per example (0 where it has no LM target)."""
+        return np.array([lm_tail_length(lm) for lm in self.lm_target], dtype=np.int64)
 
-    def costs(self) -> np.ndarray:
-        """Each example's estimated share of a training step's time (`row_cost`)."""
-        return row_cost(self.lengths(), np.array([lm_tail_length(lm) for lm in self.lm_target], dtype=np.int64))
+    def lengths(self, lm_lengths: np.ndarray | None = None) -> np.ndarray:
+        """Tokens per example, its LM tail included (the collator adds as many more to every row);
+        `lm_lengths`, when already computed, spares computing them again."""
+        lm = self.lm_lengths() if lm_lengths is None else lm_lengths
+        return np.array([len(t) for t in self.tokens], dtype=np.int64) + lm
 
 
 def shard_ranges(row_counts: list[int], rank: int, world: int) -> list[tuple[int, int, int]]:
@@ -127,7 +133,7 @@ class ShardStream:
         self.split, self.collator, self.index = split, collator, index
         self.lm_tokens, self.objectives, self.block_rows = lm_tokens, objectives, block_rows
         self.known = pa.array(list(index), type=pa.string())
-        self._block_sizes: list[int] | None = None
+        self._block_counts: list[tuple[int, int, int]] | None = None
 
     def _tables(self, columns: list[str]) -> Iterator[pa.Table]:
         """This rank's rows, `block_rows` at a time, each block inside one file."""
@@ -141,18 +147,33 @@ class ShardStream:
                 if seen >= first + n:
                     break
 
+    def _counts(self) -> list[tuple[int, int, int]]:
+        """(usable, retrieval, CTR) examples per block (read once, without the prompt text)."""
+        if self._block_counts is None:
+            self._block_counts = []
+            for table in self._tables(COUNT_COLUMNS):
+                usable = usable_rows(table, self.split, self.objectives, self.known).to_numpy(zero_copy_only=False)
+                ctr = pc.is_valid(table["label"]).combine_chunks().to_numpy(zero_copy_only=False)
+                has_target = pc.fill_null(pc.greater(pc.list_value_length(table["target_item_ids"]), 0), False)
+                retrieval = has_target.combine_chunks().to_numpy(zero_copy_only=False) & ~ctr
+                self._block_counts.append(
+                    (int(usable.sum()), int((usable & retrieval).sum()), int((usable & ctr).sum())))
+        return self._block_counts
+
     def block_sizes(self) -> list[int]:
-        """Usable examples per block (read once, without the prompt text)."""
-        if self._block_sizes is None:
-            self._block_sizes = [int(pc.sum(usable_rows(t, self.split, self.objectives, self.known)).as_py() or 0)
-                                 for t in self._tables(COUNT_COLUMNS)]
-        return self._block_sizes
+        """Usable examples per block."""
+        return [n for n, _, _ in self._counts()]
+
+    def kind_counts(self) -> tuple[int, int]:
+        """(retrieval, CTR) examples in this rank's share."""
+        counts = self._counts()
+        return sum(r for _, r, _ in counts), sum(c for _, _, c in counts)
 
     def __len__(self) -> int:
         return sum(self.block_sizes())
 
     def batch_counts(self, batch_size: int) -> list[int]:
-        return [-(-n // batch_size) for n in self.block_sizes()]
+        return [batches_for(n, batch_size) for n in self.block_sizes()]
 
     def blocks(self, first: int = 0) -> Iterator[tuple[int, Examples]]:
         """(block number, tokenised block) in file order, from block `first` on (earlier ones are not tokenised)."""
@@ -175,7 +196,10 @@ class ShardStream:
         for b, block in self.blocks(start[0]):
             rng = np.random.default_rng([seed, b])
             block.lm_target = lm_sample(block.lm_target, lm_fraction, rng)
-            order = length_buckets(block.lengths(), batch_size, rng, block.costs() if balance == "cost" else None)
+            lm_lengths = block.lm_lengths()
+            lengths = block.lengths(lm_lengths)
+            costs = row_cost(lengths, lm_lengths) if balance == "cost" else None
+            order = length_buckets(lengths, batch_size, rng, costs)
             for i in range(start[1] if b == start[0] else 0, len(order)):
                 yield (b, i), block.take(order[i])
 
@@ -210,6 +234,37 @@ def lm_sample(targets: list, fraction: float, rng: np.random.Generator) -> list:
     return [t if k else None for t, k in zip(targets, keep)]
 
 
+@dataclass(frozen=True)
+class RowsPerBatch:
+    """A batch's expected rows: in all, and of each loss term (retrieval, CTR, retrieval rows with an LM target).
+
+    Each term's loss is a mean over its rows in the batch. Weighing it by its rows over these
+    expectations, and clipping each step's gradient at a norm in proportion to its rows
+    (`clip_norm`), makes every row count alike whatever batch it falls in: batches cut to
+    equal cost differ in rows (and length buckets in their mix of objectives), and a row in
+    a small batch would otherwise count more.
+    """
+
+    rows: float
+    retrieval: float
+    ctr: float
+    lm: float
+
+    def weights(self, ex: Examples) -> tuple[float, float, float]:
+        """(retrieval, CTR, LM) weights of this batch's loss terms: their rows over the expected rows."""
+        lm_rows = sum(t is not None for t in ex.lm_target)
+        return tuple(float(n) / expected if expected > 0 else 1.0
+                     for n, expected in ((ex.retrieval.sum(), self.retrieval), (ex.ctr.sum(), self.ctr),
+                                         (lm_rows, self.lm)))
+
+    def clip_norm(self, step_rows: float, batches: int) -> float:
+        """The gradient norm to clip a step of `batches` batches (all ranks') and `step_rows` rows at: 1 for the
+        expected rows, in proportion otherwise. The default model's gradient norm is 5-20 on the training tests'
+        world, so nearly every step is clipped, and a fixed norm would move the weights as far for a batch of
+        few rows as for one of many."""
+        return step_rows / (self.rows * batches)
+
+
 def row_cost(lengths: np.ndarray, lm_lengths: np.ndarray) -> np.ndarray:
     """A row's estimated share of a training step's time, from its tokens (LM tail included) and LM tail tokens.
 
@@ -220,6 +275,11 @@ def row_cost(lengths: np.ndarray, lm_lengths: np.ndarray) -> np.ndarray:
     """
     lengths = np.asarray(lengths, dtype=np.float64)
     return lengths * (1.0 + lengths / WIDTH_DOUBLING) + LM_TOKEN_EXTRA * np.asarray(lm_lengths, dtype=np.float64)
+
+
+def batches_for(rows: int, batch_size: int) -> int:
+    """Batches a block of `rows` rows is cut into, however they are cut: ceil(rows / batch_size)."""
+    return -(-rows // batch_size)
 
 
 def equal_cost_cuts(costs: np.ndarray, n_batches: int) -> np.ndarray:
@@ -244,7 +304,7 @@ def length_buckets(lengths: np.ndarray, batch_size: int, rng: np.random.Generato
         return []
     shuffled = rng.permutation(n)
     by_length = shuffled[np.argsort(np.asarray(lengths)[shuffled], kind="stable")]
-    n_batches = -(-n // batch_size)
+    n_batches = batches_for(n, batch_size)
     if costs is None:
         cuts = np.arange(batch_size, n, batch_size)
     else:
