@@ -7,8 +7,9 @@ prompt files of `--rows` training rows (1x) and of ten times as many (10x, the s
 repeated). Side by side, `--repeats` times, it runs:
   * the project's training (`train_fn` under TorchDistributor, 2 local processes, the
     default config) for `--steps` optimizer steps on 1x and on 10x: peak RSS per rank,
-    and the epoch's FLOP/s over the fp32 matmul rate that run measured. The loop estimates its FLOPs from every 20th batch, which on so few
-    steps is two batches per rank, and a batch's FLOPs per token vary with its length; so
+    and the epoch's FLOP/s over the fp32 matmul rate that run measured. The loop estimates
+    its FLOPs from every 20th batch, which on so few steps is two batches per rank, and a
+    batch's FLOPs per token vary with its length; so
     the fraction printed is of the FLOPs of every batch the 1x runs train on, counted once
     here (untimed: FLOPs depend on shapes, not on weights), over the time and the rate the
     run measured;

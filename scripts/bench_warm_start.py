@@ -1,13 +1,15 @@
 """Warm-start benchmark (not a test): a warm-started night against a cold retrain on the same day.
 
     .venv/bin/python scripts/bench_warm_start.py [--config FILE] [--days 6] [--users 200] [--items 300]
-                                                 [--seeds 7,1,2] [--replay 0.1,0.3] [--repeats 1] [--processes 2]
+                                                 [--seeds 7,1,2] [--replay 0.1,0.3] [--lr-scale 0.3,1]
+                                                 [--repeats 1] [--processes 2]
 
 For each generator seed (`--seeds`; each its own shop and lakehouse, the generator's default size
 over `--days` days): trains a cold model as of day N-1 and registers it, lands day N, then trains
 day N both ways with `run_training` (TorchDistributor, the configured defaults): cold, and warm
-from the day N-1 model (`choose_start`) once per `--replay` value of `train.warm_replay_fraction`
-(default: the configured one). Prints each run's best validation Recall@10, wall time (the whole
+from the day N-1 model (`choose_start`) once per pair of a `--replay` value of
+`train.warm_replay_fraction` and a `--lr-scale` value of `train.warm_lr_scale` (default: the
+configured ones). Prints each run's best validation Recall@10, wall time (the whole
 `run_training` call: planning, the warm examples, the ranks, registering), epochs, optimizer
 steps and training examples, and the warm/cold ratios: medians over `--repeats` on one seed
 (the runs are deterministic, so repeats measure only time), then over the seeds. Each repeat
@@ -57,7 +59,7 @@ def comma_list(kind):
 
 
 def bench_seed(seed: int, args, config, work: str, spark, embed) -> dict[str, list[dict]]:
-    """One shop: its day N-1 parent, then day N cold and warm (one per replay fraction), `--repeats` times."""
+    """One shop: its day N-1 parent, then day N cold and warm (one per replay fraction and lr scale), `--repeats` times."""
     lake = Lake(spark, root=os.path.join(work, f"lake-{seed}"), backend="deltars")
     config = replace(config, train=replace(config.train, model_root=os.path.join(work, f"models-{seed}")))
     days, _ = generate(SyntheticConfig(seed=seed, n_days=args.days, n_users=args.users, n_items=args.items))
@@ -75,13 +77,15 @@ def bench_seed(seed: int, args, config, work: str, spark, embed) -> dict[str, li
     run_features(lake, ds, config.features, embed)
     run_prompts(lake, ds, config.prompts)
 
-    kinds = [("cold", None)] + [(f"warm, replay {r}", r) for r in args.replay]  # (label, warm replay fraction)
+    kinds = [("cold", None)] + [(f"warm, replay {r}, lr x{s}", (r, s))  # (label, (replay fraction, lr scale))
+                                for r in args.replay for s in args.lr_scale]
     runs: dict[str, list[dict]] = {kind: [] for kind, _ in kinds}
     for r in range(args.repeats):
-        for kind, replay in (kinds if r % 2 else kinds[::-1]):
+        for kind, warm in (kinds if r % 2 else kinds[::-1]):
             run_config, start = config, Start("the comparison")
-            if replay is not None:
-                run_config = replace(config, train=replace(config.train, warm_replay_fraction=replay))
+            if warm is not None:
+                run_config = replace(config, train=replace(config.train, warm_replay_fraction=warm[0],
+                                                           warm_lr_scale=warm[1]))
                 start = choose_start(lake, ds, run_config)
                 if not start.warm:
                     raise SystemExit(f"no warm start possible: {start.reason}")
@@ -99,6 +103,8 @@ def main() -> None:
                    help="generator seeds, one shop each (default: the demo's)")
     p.add_argument("--replay", type=comma_list(float), default=None,
                    help="train.warm_replay_fraction of each warm run (default: the configured one)")
+    p.add_argument("--lr-scale", type=comma_list(float), default=None,
+                   help="train.warm_lr_scale of each warm run (default: the configured one)")
     p.add_argument("--config", default=None, help="YAML config (default: all defaults)")
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--processes", type=int, default=None, help="training processes (default: train.num_processes)")
@@ -109,13 +115,13 @@ def main() -> None:
     if args.processes:
         config = replace(config, train=replace(config.train, num_processes=args.processes))
     args.replay = args.replay or [config.train.warm_replay_fraction]
+    args.lr_scale = args.lr_scale or [config.train.warm_lr_scale]
     spark, embed = build_spark(config), embedding_udf(config)
     by_seed = {seed: bench_seed(seed, args, config, work, spark, embed) for seed in args.seeds}
 
     print(f"\nmachine: {os.cpu_count()} cores; synthetic shop {args.users} users, {args.items}+ items, "
           f"{args.days} days, seeds {args.seeds}; {config.train.num_processes} training process(es); model "
-          f"{config.model.hidden_size} wide, {config.model.num_layers} layer(s); warm: {config.train.warm_epochs} epochs, "
-          f"lr x{config.train.warm_lr_scale}")
+          f"{config.model.hidden_size} wide, {config.model.num_layers} layer(s); warm: {config.train.warm_epochs} epochs")
     print("| seed | run | valid recall@10 | wall s | epochs | steps | train examples | recall / cold | wall / cold |")
     print("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
     ratios: dict[str, list[tuple[float, float]]] = {}

@@ -212,7 +212,7 @@ def _train(plan: TrainingPlan, rank: int, world: int, device, use_cuda: bool) ->
 
     train, valid = stream("train"), stream("valid")
     bs, accum = plan.batch_size, plan.grad_accum_steps
-    n_batches = sum(train.batch_counts(bs))
+    own_batches = n_batches = sum(train.batch_counts(bs))
     if plan.max_train_examples:
         n_batches = min(n_batches, math.ceil(plan.max_train_examples / bs))
     fewest, most = (int(_all_reduce([n_batches], op)[0]) for op in ("min", "max"))
@@ -224,7 +224,7 @@ def _train(plan: TrainingPlan, rank: int, world: int, device, use_cuda: bool) ->
     n_train = int(_all_reduce([len(train)])[0])
     rows_per_batch = None
     if plan.batch_balance == "cost":  # batches of equal cost differ in rows: each row is to count alike
-        retrieval_rows, ctr_rows, all_batches = _all_reduce([*train.kind_counts(), sum(train.batch_counts(bs))])
+        retrieval_rows, ctr_rows, all_batches = _all_reduce([*train.kind_counts(), own_batches])
         rows_per_batch = RowsPerBatch(n_train / all_batches, retrieval_rows / all_batches, ctr_rows / all_batches,
                                       (plan.lm_fraction if use_lm else 0.0) * retrieval_rows / all_batches)
     log.info("rank %d/%d: %d train, %d valid examples (global train %d), %d batches per epoch in blocks of %d rows",

@@ -8,9 +8,9 @@ be cut to an equal estimated cost instead of an equal row count (`balance="cost"
 DDP every rank waits at each step's gradient all-reduce for the slowest, and a batch's time
 follows its tokens (on Office, 60-480 ms for 128 rows), so batches of equal rows but random
 lengths leave the faster rank idle. Objectives stay mixed in every batch: batches of one
-objective each trained the demo's model to half its click recall. A batch is thus named by (block, batch within the block), and that
-position, saved in checkpoints, is all a resumed run needs to continue mid-epoch with
-the very batches it would have seen.
+objective each trained the demo's model to half its click recall. A batch is thus named
+by (block, batch within the block), and that position, saved in checkpoints, is all a
+resumed run needs to continue mid-epoch with the very batches it would have seen.
 """
 
 from __future__ import annotations
